@@ -1,0 +1,88 @@
+"""Reproducibility and device selection: one call fixes everything a run depends on."""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+#: Threads used by torch on the CPU unless told otherwise: every core the process may use.
+DEFAULT_THREADS: int = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What :func:`configure` fixed: print it at the top of a notebook."""
+
+    seed: int
+    threads: int
+    device: torch.device
+
+    def __str__(self) -> str:
+        return f"seed={self.seed}, threads={self.threads}, device={self.device.type}"
+
+
+def get_device(device: str | torch.device | None = None) -> torch.device:
+    """Return the device to train on.
+
+    Args:
+        device: ``None`` picks a CUDA GPU when one is present and the CPU otherwise;
+            ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or a :class:`torch.device` override that choice.
+
+    Raises:
+        TypeError: if ``device`` is neither ``None``, a string nor a ``torch.device``.
+        ValueError: if a CUDA device is asked for on a machine without one.
+    """
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"device must be None, a string such as 'cpu' or a torch.device, got {type(device).__name__}")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(dev)!r} was requested but no CUDA GPU is available; use 'cpu' or None")
+    return dev
+
+
+def set_threads(threads: int | None = None) -> int:
+    """Set torch's CPU thread count (``None``: :data:`DEFAULT_THREADS`) and return it.
+
+    Importing mxnet lowers OpenMP's thread count for torch too; calling this restores it.
+    """
+    if threads is None:
+        threads = DEFAULT_THREADS
+    if isinstance(threads, bool) or not isinstance(threads, int):
+        raise TypeError(f"threads must be a positive int or None, got {type(threads).__name__}")
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    torch.set_num_threads(threads)
+    return threads
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's ``random``, NumPy and torch (CPU and every GPU) with ``seed``."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def configure(seed: int = 0, threads: int | None = None, device: str | torch.device | None = None) -> RunConfig:
+    """Fix seeds and thread count and choose the device, so that a rerun gives the same numbers.
+
+    Args:
+        seed: seeds Python, NumPy and torch.
+        threads: torch CPU threads; ``None`` uses every available core.
+        device: see :func:`get_device`.
+
+    Returns:
+        The :class:`RunConfig` that was applied.
+    """
+    seed_everything(seed)
+    n = set_threads(threads)
+    return RunConfig(seed=seed, threads=n, device=get_device(device))

@@ -1,0 +1,103 @@
+"""The course's networks, each built with or without batch normalization from one flag."""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+#: Activations by name, for the ``activation`` argument.
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU,
+    "sigmoid": nn.Sigmoid,
+    "tanh": nn.Tanh,
+}
+
+#: Where the normalization sits relative to the activation.
+BN_POSITIONS = ("before", "after")
+
+
+def _activation(activation: str | Callable[[], nn.Module]) -> Callable[[], nn.Module]:
+    if isinstance(activation, str):
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(ACTIVATIONS)} or an nn.Module class")
+        return ACTIVATIONS[activation]
+    if callable(activation):
+        return activation
+    raise TypeError(f"activation must be a name or a callable returning an nn.Module, got {type(activation).__name__}")
+
+
+class MLP(nn.Sequential):
+    """A fully connected network: ``Flatten`` then Linear layers of ``sizes``.
+
+    With ``batch_norm=True`` every hidden Linear layer is followed by ``norm_layer(width)``, placed
+    before the activation (``bn_position="before"``, as in Ioffe & Szegedy) or after it; the hidden
+    Linear layers then have no bias when BN follows them directly, because BN's mean subtraction
+    would cancel it (β takes its role). The output layer is never normalized.
+
+    Args:
+        sizes: layer widths, input first, e.g. ``(784, 512, 256, 10)``.
+        batch_norm: insert normalization layers.
+        activation: ``"relu"``, ``"sigmoid"``, ``"tanh"`` or a callable returning an ``nn.Module``.
+        bn_position: ``"before"`` or ``"after"`` the activation.
+        norm_layer: the normalization to insert, called with the width (default ``nn.BatchNorm1d``;
+            pass the course's scratch layer to swap it in).
+
+    Example:
+        >>> MLP((784, 512, 256, 10), batch_norm=True)  # doctest: +ELLIPSIS
+        MLP(...)
+    """
+
+    def __init__(
+        self,
+        sizes: Sequence[int] = (784, 512, 256, 10),
+        batch_norm: bool = False,
+        activation: str | Callable[[], nn.Module] = "relu",
+        bn_position: str = "before",
+        norm_layer: Callable[[int], nn.Module] = nn.BatchNorm1d,
+    ) -> None:
+        sizes = tuple(sizes)
+        if len(sizes) < 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes):
+            raise ValueError(f"sizes must be at least two positive ints (input, ..., output), got {sizes!r}")
+        if not isinstance(batch_norm, bool):
+            raise TypeError(f"batch_norm must be a bool, got {type(batch_norm).__name__}")
+        if bn_position not in BN_POSITIONS:
+            raise ValueError(f"bn_position must be one of {BN_POSITIONS}, got {bn_position!r}")
+        act = _activation(activation)
+        layers: list[nn.Module] = [nn.Flatten()]
+        for width_in, width_out in zip(sizes[:-2], sizes[1:-1]):
+            bias_cancelled = batch_norm and bn_position == "before"
+            layers.append(nn.Linear(width_in, width_out, bias=not bias_cancelled))
+            if batch_norm and bn_position == "before":
+                layers += [norm_layer(width_out), act()]
+            elif batch_norm:
+                layers += [act(), norm_layer(width_out)]
+            else:
+                layers.append(act())
+        layers.append(nn.Linear(sizes[-2], sizes[-1]))
+        super().__init__(*layers)
+        self.sizes = sizes
+        self.batch_norm = batch_norm
+        self.bn_position = bn_position
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters (buffers such as running statistics are not counted)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def batchnorm_layers(model: nn.Module) -> list[nn.Module]:
+    """Every batch-norm layer in ``model`` (torch's ``_BatchNorm`` subclasses and any module that
+    keeps ``running_mean`` / ``running_var`` buffers, such as the course's scratch layer)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    found = []
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) or (
+            hasattr(module, "running_mean") and hasattr(module, "running_var")
+        ):
+            found.append(module)
+    return found

@@ -1,0 +1,147 @@
+"""The training loop: one step, one epoch, and :func:`fit` with a per-epoch :class:`History`."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from .config import get_device
+from .data import TensorData
+from .evaluate import evaluate
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class History:
+    """Per-epoch record of a training run (one list entry per epoch)."""
+
+    train_loss: list[float] = field(default_factory=list)
+    train_accuracy: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_accuracy: list[float] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+    examples_per_second: list[float] = field(default_factory=list)
+
+    @property
+    def epochs(self) -> int:
+        """Number of epochs recorded."""
+        return len(self.train_loss)
+
+    def metric(self, name: str) -> list[float]:
+        """The list of values of metric ``name`` (e.g. ``"train_loss"``)."""
+        if name not in self.__dataclass_fields__:
+            raise ValueError(f"unknown metric {name!r}; expected one of {list(self.__dataclass_fields__)}")
+        return getattr(self, name)
+
+    def as_dict(self) -> dict[str, list[float]]:
+        """All metrics as a dict of lists."""
+        return {name: list(getattr(self, name)) for name in self.__dataclass_fields__}
+
+
+def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer, loss_fn: LossFn):
+    """One optimization step on one mini-batch; returns the (detached) loss and logits."""
+    logits = model(x)                      # forward: BN layers use this batch's statistics
+    loss = loss_fn(logits, y)
+    optimizer.zero_grad(set_to_none=True)  # forget the previous step's gradients
+    loss.backward()                        # backward: gradients flow through the batch statistics too
+    optimizer.step()                       # update the weights (and BN's gamma and beta)
+    return loss.detach(), logits.detach()
+
+
+def train_epoch(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    loss_fn: LossFn = F.cross_entropy,
+    device: torch.device | str | None = None,
+) -> tuple[float, float, int]:
+    """Train ``model`` for one pass over ``batches`` in training mode.
+
+    Args:
+        batches: an iterable of ``(x, y)`` mini-batches, e.g. :class:`bncourse.data.Batches` or a
+            ``DataLoader``.
+        device: where to compute; default: where the model's parameters are.
+
+    Returns:
+        ``(mean loss, accuracy, number of examples)`` over the epoch; the loss and accuracy are
+        those of each batch at the moment it was trained on.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    model.train()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    seen = 0
+    for x, y in batches:
+        if x.device != device:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        loss, logits = train_step(model, x, y, optimizer, loss_fn)
+        loss_sum += loss * y.shape[0]
+        correct += (logits.argmax(1) == y).sum()
+        seen += y.shape[0]
+    if seen == 0:
+        raise ValueError("batches yielded no examples")
+    return loss_sum.item() / seen, correct.item() / seen, seen
+
+
+def fit(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    epochs: int,
+    loss_fn: LossFn = F.cross_entropy,
+    val: TensorData | None = None,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+    desc: str | None = None,
+) -> History:
+    """Train ``model`` for ``epochs`` passes over ``batches`` and record a :class:`History`.
+
+    After each epoch the model is evaluated on ``val`` (in eval mode, population statistics) when
+    given. A tqdm progress bar shows the epochs with the latest losses.
+
+    Args:
+        model: the network; moved to ``device``.
+        batches: re-iterable mini-batches, e.g. ``train.batches(64, seed=0)``.
+        optimizer: built on ``model.parameters()``.
+        epochs: number of passes, >= 1.
+        loss_fn: ``loss_fn(logits, targets)``; default cross-entropy.
+        val: held-out data evaluated after every epoch.
+        device: default :func:`bncourse.config.get_device` (a GPU when present).
+        progress: show the progress bar.
+        desc: label of the progress bar.
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+    if val is not None and not isinstance(val, TensorData):
+        raise TypeError(f"val must be a bncourse.data.TensorData or None, got {type(val).__name__}")
+    device = get_device(device)
+    model.to(device)
+    history = History()
+    bar = tqdm(range(epochs), desc=desc or type(model).__name__, unit="epoch", disable=not progress)
+    for _ in bar:
+        start = time.perf_counter()
+        loss, acc, seen = train_epoch(model, batches, optimizer, loss_fn, device)
+        seconds = time.perf_counter() - start
+        history.train_loss.append(loss)
+        history.train_accuracy.append(acc)
+        history.epoch_seconds.append(seconds)
+        history.examples_per_second.append(seen / seconds)
+        postfix = {"train_loss": f"{loss:.4f}"}
+        if val is not None:
+            result = evaluate(model, val, loss_fn=loss_fn, device=device)
+            history.val_loss.append(result.loss)
+            history.val_accuracy.append(result.accuracy)
+            postfix["val_acc"] = f"{result.accuracy:.4f}"
+        bar.set_postfix(postfix)
+    return history

@@ -1,0 +1,53 @@
+"""Test-suite set-up shared by tests/ and notebooks/ (nbval): the offline guard.
+
+During the suite, the tests and every notebook kernel run with ``tests/offline/sitecustomize.py``
+active: reaching any non-loopback address raises, is logged, and fails the test or notebook cell
+during which it happened.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_GUARD_DIR = Path(__file__).resolve().parent / "tests" / "offline"
+_fd, _LOG = tempfile.mkstemp(prefix="bncourse-network-", suffix=".log")
+os.close(_fd)
+os.environ["BNCOURSE_NETWORK_LOG"] = _LOG
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_GUARD_DIR), os.environ.get("PYTHONPATH")]))
+# Matplotlib without a display in the test process; kernels use the inline backend anyway.
+os.environ.setdefault("MPLBACKEND", "Agg")
+sys.path.insert(0, str(_GUARD_DIR))
+import sitecustomize as _guard  # noqa: E402  (the file above, whatever sitecustomize ran before)
+
+if getattr(_guard, "LOG_ENV", None) != "BNCOURSE_NETWORK_LOG":  # another sitecustomize was imported first
+    import importlib.util
+
+    _spec = importlib.util.spec_from_file_location("bncourse_offline_guard", _GUARD_DIR / "sitecustomize.py")
+    _guard = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(_guard)
+_guard.install()
+
+
+def _log_size() -> int:
+    try:
+        return os.path.getsize(_LOG)
+    except OSError:
+        return 0
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    before = _log_size()
+    try:
+        return (yield)
+    finally:
+        if _log_size() > before:
+            with open(_LOG) as fh:
+                fh.seek(before)
+                attempts = fh.read()
+            raise _guard.NetworkBlocked(f"{item.nodeid} tried to reach the network:\n{attempts}")
