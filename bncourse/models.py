@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Callable, Sequence
 
 import torch
@@ -81,6 +82,12 @@ class MLP(nn.Sequential):
         self.batch_norm = batch_norm
         self.bn_position = bn_position
 
+    def __getitem__(self, idx: int | slice) -> nn.Module:
+        # A slice of an MLP is a plain Sequential (its layers need not form an MLP).
+        if isinstance(idx, slice):
+            return nn.Sequential(OrderedDict(list(self._modules.items())[idx]))
+        return super().__getitem__(idx)
+
 
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters (buffers such as running statistics are not counted)."""
@@ -101,3 +108,60 @@ def batchnorm_layers(model: nn.Module) -> list[nn.Module]:
         ):
             found.append(module)
     return found
+
+
+class LeNet(nn.Sequential):
+    """LeNet-5 for 28×28 single-channel images, optionally with batch normalization.
+
+    Conv(6, 5×5, padding 2) → [BN] → act → AvgPool(2) → Conv(16, 5×5) → [BN] → act → AvgPool(2) →
+    Flatten → Linear(400, 120) → [BN] → act → Linear(120, 84) → [BN] → act → Linear(84, 10).
+
+    With ``batch_norm=True`` the convolutional stages use ``norm2d`` (per-channel statistics over
+    N·H·W values) and the dense stages ``norm1d``; the layers feeding a BN have no bias.
+
+    Args:
+        batch_norm: insert normalization layers.
+        activation: ``"sigmoid"`` (the classic choice), ``"relu"``, ``"tanh"`` or a callable.
+        bn_position: ``"before"`` or ``"after"`` the activation.
+        norm2d: called with the channel count (default ``nn.BatchNorm2d``).
+        norm1d: called with the width (default ``nn.BatchNorm1d``).
+        num_classes: outputs.
+    """
+
+    def __init__(
+        self,
+        batch_norm: bool = False,
+        activation: str | Callable[[], nn.Module] = "sigmoid",
+        bn_position: str = "before",
+        norm2d: Callable[[int], nn.Module] = nn.BatchNorm2d,
+        norm1d: Callable[[int], nn.Module] = nn.BatchNorm1d,
+        num_classes: int = 10,
+    ) -> None:
+        if not isinstance(batch_norm, bool):
+            raise TypeError(f"batch_norm must be a bool, got {type(batch_norm).__name__}")
+        if bn_position not in BN_POSITIONS:
+            raise ValueError(f"bn_position must be one of {BN_POSITIONS}, got {bn_position!r}")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+        act = _activation(activation)
+        no_bias = batch_norm and bn_position == "before"
+
+        def stage(layer: nn.Module, norm: Callable[[int], nn.Module], width: int) -> list[nn.Module]:
+            if not batch_norm:
+                return [layer, act()]
+            return [layer, norm(width), act()] if bn_position == "before" else [layer, act(), norm(width)]
+
+        super().__init__(
+            *stage(nn.Conv2d(1, 6, kernel_size=5, padding=2, bias=not no_bias), norm2d, 6),
+            nn.AvgPool2d(2),
+            *stage(nn.Conv2d(6, 16, kernel_size=5, bias=not no_bias), norm2d, 16),
+            nn.AvgPool2d(2),
+            nn.Flatten(),
+            *stage(nn.Linear(16 * 5 * 5, 120, bias=not no_bias), norm1d, 120),
+            *stage(nn.Linear(120, 84, bias=not no_bias), norm1d, 84),
+            nn.Linear(84, num_classes),
+        )
+        self.batch_norm = batch_norm
+        self.bn_position = bn_position
+
+    __getitem__ = MLP.__getitem__
