@@ -19,6 +19,9 @@ _fd, _LOG = tempfile.mkstemp(prefix="bncourse-network-", suffix=".log")
 os.close(_fd)
 os.environ["BNCOURSE_NETWORK_LOG"] = _LOG
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_GUARD_DIR), os.environ.get("PYTHONPATH")]))
+# The exercise notebook runs its reference solutions in place of the learner's placeholders, so
+# that every check executes (bncourse.exercises reads this variable).
+os.environ["BNCOURSE_EXERCISE_SOLUTIONS"] = "1"
 # Matplotlib without a display in the test process; kernels use the inline backend anyway.
 os.environ.setdefault("MPLBACKEND", "Agg")
 sys.path.insert(0, str(_GUARD_DIR))

@@ -29,7 +29,16 @@ def _activation(activation: str | Callable[[], nn.Module]) -> Callable[[], nn.Mo
     raise TypeError(f"activation must be a name or a callable returning an nn.Module, got {type(activation).__name__}")
 
 
-class MLP(nn.Sequential):
+class _Network(nn.Sequential):
+    """A named Sequential whose slices are plain ``nn.Sequential`` (a slice need not be a whole network)."""
+
+    def __getitem__(self, idx: int | slice) -> nn.Module:
+        if isinstance(idx, slice):
+            return nn.Sequential(OrderedDict(list(self._modules.items())[idx]))
+        return super().__getitem__(idx)
+
+
+class MLP(_Network):
     """A fully connected network: ``Flatten`` then Linear layers of ``sizes``.
 
     With ``batch_norm=True`` every hidden Linear layer is followed by ``norm_layer(width)``, placed
@@ -82,12 +91,6 @@ class MLP(nn.Sequential):
         self.batch_norm = batch_norm
         self.bn_position = bn_position
 
-    def __getitem__(self, idx: int | slice) -> nn.Module:
-        # A slice of an MLP is a plain Sequential (its layers need not form an MLP).
-        if isinstance(idx, slice):
-            return nn.Sequential(OrderedDict(list(self._modules.items())[idx]))
-        return super().__getitem__(idx)
-
 
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters (buffers such as running statistics are not counted)."""
@@ -110,7 +113,7 @@ def batchnorm_layers(model: nn.Module) -> list[nn.Module]:
     return found
 
 
-class LeNet(nn.Sequential):
+class LeNet(_Network):
     """LeNet-5 for 28×28 single-channel images, optionally with batch normalization.
 
     Conv(6, 5×5, padding 2) → [BN] → act → AvgPool(2) → Conv(16, 5×5) → [BN] → act → AvgPool(2) →
@@ -163,5 +166,3 @@ class LeNet(nn.Sequential):
         )
         self.batch_norm = batch_norm
         self.bn_position = bn_position
-
-    __getitem__ = MLP.__getitem__

@@ -1,0 +1,563 @@
+"""Batch normalization in MXNet Gluon (mxnet 1.9.1, ``mxnet.np`` / ``npx`` interface).
+
+The Gluon side of the course, shaped like the PyTorch side so that everything carries across:
+
+* :func:`batch_norm` and :class:`BatchNorm` -- batch normalization from scratch, with Gluon's own
+  conventions (momentum is the weight of the *old* moving value; the moving variance is fed the
+  biased batch variance), so the block can be checked against ``gluon.nn.BatchNorm``.
+* :class:`LeNet` -- the course's BN-LeNet, built with the scratch block or ``gluon.nn.BatchNorm``.
+* :func:`load_arrays` / :class:`ArrayData` / :class:`ArrayBatches` -- MNIST and Fashion-MNIST as
+  ``mxnet.np`` arrays from the committed files, through :mod:`bncourse.data` (no network: Gluon's own
+  ``vision`` dataset classes check re-hosted copies and try to download).
+* :func:`train_step`, :func:`train_epoch`, :func:`fit`, :func:`evaluate`, :func:`batch_statistics` --
+  the training loop with a ``gluon.Trainer`` and the evaluation, returning the same
+  :class:`~bncourse.train.History` and :class:`~bncourse.evaluate.Evaluation` as the PyTorch side.
+* :func:`copy_torch_parameters` -- start a Gluon network from the very weights of a PyTorch one.
+
+Importing mxnet lowers OpenMP's thread count for torch as well (they share the runtime). Importing
+this module puts torch back at the thread count it had before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator
+
+import torch
+
+from . import config
+
+_TORCH_THREADS_BEFORE = torch.get_num_threads()
+_MXNET_ALREADY_IMPORTED = "mxnet" in sys.modules
+
+import mxnet as mx  # noqa: E402  (imported after recording torch's thread count)
+from mxnet import autograd, gluon, init, np, npx  # noqa: E402
+from mxnet.gluon import nn  # noqa: E402
+
+# mxnet's import set OpenMP to one thread for the whole process: give torch its threads back (the
+# count it had, or the default when mxnet had already been imported by someone else and lowered it).
+config.set_threads(None if _MXNET_ALREADY_IMPORTED else _TORCH_THREADS_BEFORE)
+npx.set_np()
+
+from .data import TensorData, load_tensors  # noqa: E402
+from .evaluate import Evaluation  # noqa: E402
+from .train import History  # noqa: E402
+from tqdm.auto import tqdm  # noqa: E402
+
+#: The normalization layers :class:`LeNet` can be built with, by name.
+NORM_LAYERS = ("scratch", "gluon")
+#: Activations by name, as in :mod:`bncourse.models`.
+ACTIVATIONS = ("sigmoid", "relu", "tanh")
+
+LossFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+# --------------------------------------------------------------------------------------------
+# Batch normalization from scratch
+# --------------------------------------------------------------------------------------------
+def _check_array(x: object, name: str) -> None:
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name} must be an mxnet.np.ndarray, got {type(x).__name__}")
+
+
+def batch_norm(
+    x: np.ndarray,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    running_mean: np.ndarray,
+    running_var: np.ndarray,
+    eps: float = 1e-5,
+    momentum: float = 0.9,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Batch normalization of ``x`` over its channel axis 1, from scratch.
+
+    The mode comes from :func:`mxnet.autograd.is_training` -- true inside ``autograd.record()`` (and
+    ``autograd.train_mode()``), false otherwise -- exactly as for ``gluon.nn.BatchNorm``:
+
+    * training: normalize with this batch's mean and *biased* variance (over N for (N, C) input,
+      over N·H·W for (N, C, H, W)), and blend them into the moving statistics;
+    * prediction: normalize with the moving statistics, which are returned unchanged.
+
+    Args:
+        x: (N, C) or (N, C, H, W) input.
+        gamma, beta: (C,) scale and shift.
+        running_mean, running_var: (C,) moving statistics.
+        eps: added to the variance before the square root.
+        momentum: Gluon's convention -- the weight of the *old* moving value:
+            ``new = momentum * old + (1 - momentum) * batch`` (0.9 here is PyTorch's 0.1).
+
+    Returns:
+        ``(y, new_running_mean, new_running_var)``; the new statistics carry no gradient.
+    """
+    for value, name in ((x, "x"), (gamma, "gamma"), (beta, "beta"), (running_mean, "running_mean"), (running_var, "running_var")):
+        _check_array(value, name)
+    if x.ndim not in (2, 4):
+        raise ValueError(f"x must be (N, C) or (N, C, H, W), got shape {x.shape}")
+    channels = x.shape[1]
+    for value, name in ((gamma, "gamma"), (beta, "beta"), (running_mean, "running_mean"), (running_var, "running_var")):
+        if value.shape != (channels,):
+            raise ValueError(f"{name} must have shape ({channels},) for input of shape {x.shape}, got {value.shape}")
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"momentum must be in [0, 1] (Gluon's convention: weight of the old value), got {momentum}")
+    if eps <= 0:
+        raise ValueError(f"eps must be > 0, got {eps}")
+    shape = (1, channels) if x.ndim == 2 else (1, channels, 1, 1)
+    if not autograd.is_training():
+        # prediction: the moving statistics stand in for the batch's
+        x_hat = (x - running_mean.reshape(shape)) / np.sqrt(running_var.reshape(shape) + eps)
+        new_mean, new_var = running_mean, running_var
+    else:
+        axes = (0,) if x.ndim == 2 else (0, 2, 3)
+        mean = x.mean(axis=axes, keepdims=True)
+        centered = x - mean
+        var = (centered * centered).mean(axis=axes, keepdims=True)  # biased: divides by N(·H·W)
+        x_hat = centered / np.sqrt(var + eps)
+        with autograd.pause():  # bookkeeping, not part of the function being differentiated
+            new_mean = momentum * running_mean + (1.0 - momentum) * mean.reshape(-1)
+            new_var = momentum * running_var + (1.0 - momentum) * var.reshape(-1)
+    return gamma.reshape(shape) * x_hat + beta.reshape(shape), new_mean, new_var
+
+
+class BatchNorm(nn.Block):
+    """Batch normalization layer from scratch, interchangeable with ``gluon.nn.BatchNorm(in_channels=...)``.
+
+    Holds γ (``gamma``, ones) and β (``beta``, zeros) as trainable Parameters and the moving
+    statistics ``running_mean`` (zeros) and ``running_var`` (ones) as Parameters without gradient
+    -- the same four names, shapes and initial values as Gluon's layer. Works on (N, C) and
+    (N, C, H, W) input. Unlike ``gluon.nn.BatchNorm``, whose operator updates the moving
+    statistics during the *backward* pass, this block updates them in its forward pass (in training
+    mode); after every complete training step the two agree.
+
+    Args:
+        num_features: C, the size of axis 1.
+        eps: added to the variance.
+        momentum: weight of the old moving value (Gluon's convention, default 0.9).
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.9, **kwargs) -> None:
+        if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
+            raise ValueError(f"num_features must be a positive int, got {num_features!r}")
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum must be in [0, 1] (weight of the old value), got {momentum}")
+        if eps <= 0:
+            raise ValueError(f"eps must be > 0, got {eps}")
+        super().__init__(**kwargs)
+        self.num_features, self.eps, self.momentum = num_features, float(eps), float(momentum)
+        with self.name_scope():
+            self.gamma = self.params.get("gamma", shape=(num_features,), init=init.One())
+            self.beta = self.params.get("beta", shape=(num_features,), init=init.Zero())
+            self.running_mean = self.params.get(
+                "running_mean", shape=(num_features,), init=init.Zero(), grad_req="null", differentiable=False
+            )
+            self.running_var = self.params.get(
+                "running_var", shape=(num_features,), init=init.One(), grad_req="null", differentiable=False
+            )
+
+    def forward(self, x: np.ndarray) -> np.ndarray:  # noqa: D102 (documented on the class)
+        _check_array(x, "x")
+        if x.ndim not in (2, 4) or x.shape[1] != self.num_features:
+            raise ValueError(f"expected (N, {self.num_features}) or (N, {self.num_features}, H, W) input, got {x.shape}")
+        y, mean, var = batch_norm(
+            x, self.gamma.data(), self.beta.data(), self.running_mean.data(), self.running_var.data(),
+            eps=self.eps, momentum=self.momentum,
+        )
+        if autograd.is_training():
+            self.running_mean.set_data(mean)
+            self.running_var.set_data(var)
+        return y
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.num_features}, eps={self.eps:g}, momentum={self.momentum:g})"
+
+
+# --------------------------------------------------------------------------------------------
+# BN-LeNet
+# --------------------------------------------------------------------------------------------
+def _norm_factory(norm_layer: str | Callable[[int], nn.Block]) -> Callable[[int], nn.Block]:
+    if isinstance(norm_layer, str):
+        if norm_layer == "scratch":
+            return BatchNorm
+        if norm_layer == "gluon":
+            return lambda width: nn.BatchNorm(in_channels=width)
+        raise ValueError(f"unknown norm_layer {norm_layer!r}; expected one of {NORM_LAYERS} or a callable")
+    if callable(norm_layer):
+        return norm_layer
+    raise TypeError(f"norm_layer must be one of {NORM_LAYERS} or a callable taking the width, got {type(norm_layer).__name__}")
+
+
+class LeNet(nn.Sequential):
+    """LeNet-5 for 28×28 single-channel images in Gluon, the twin of :class:`bncourse.models.LeNet`.
+
+    Conv(6, 5×5, padding 2) → [BN] → act → AvgPool(2) → Conv(16, 5×5) → [BN] → act → AvgPool(2) →
+    Dense(120) → [BN] → act → Dense(84) → [BN] → act → Dense(10); the layers feeding a BN have no
+    bias. Shapes are given explicitly, so ``initialize()`` creates every parameter at once.
+
+    Args:
+        batch_norm: insert normalization layers (before the activation).
+        activation: ``"sigmoid"`` (the classic choice), ``"relu"`` or ``"tanh"``.
+        norm_layer: ``"scratch"`` (:class:`BatchNorm`), ``"gluon"`` (``gluon.nn.BatchNorm``) or a
+            callable taking the width and returning a Block.
+        num_classes: outputs.
+    """
+
+    def __init__(
+        self,
+        batch_norm: bool = False,
+        activation: str = "sigmoid",
+        norm_layer: str | Callable[[int], nn.Block] = "scratch",
+        num_classes: int = 10,
+        **kwargs,
+    ) -> None:
+        if not isinstance(batch_norm, bool):
+            raise TypeError(f"batch_norm must be a bool, got {type(batch_norm).__name__}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; expected one of {ACTIVATIONS}")
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+        norm = _norm_factory(norm_layer)
+        super().__init__(**kwargs)
+        bias = not batch_norm
+
+        def stage(layer: nn.Block, width: int) -> list[nn.Block]:
+            return [layer, norm(width), nn.Activation(activation)] if batch_norm else [layer, nn.Activation(activation)]
+
+        with self.name_scope():
+            self.add(
+                *stage(nn.Conv2D(6, kernel_size=5, padding=2, in_channels=1, use_bias=bias), 6),
+                nn.AvgPool2D(pool_size=2),
+                *stage(nn.Conv2D(16, kernel_size=5, in_channels=6, use_bias=bias), 16),
+                nn.AvgPool2D(pool_size=2),
+                *stage(nn.Dense(120, in_units=16 * 5 * 5, use_bias=bias), 120),
+                *stage(nn.Dense(84, in_units=120, use_bias=bias), 84),
+                nn.Dense(num_classes, in_units=84),
+            )
+        self.batch_norm = batch_norm
+
+
+def batchnorm_layers(net: nn.Block) -> list[nn.Block]:
+    """Every batch-norm layer of ``net`` (``gluon.nn.BatchNorm`` and the scratch :class:`BatchNorm`), in order."""
+    if not isinstance(net, nn.Block):
+        raise TypeError(f"net must be a gluon Block, got {type(net).__name__}")
+    found: list[nn.Block] = []
+
+    def visit(block: nn.Block) -> None:
+        if isinstance(block, (nn.BatchNorm, BatchNorm)):
+            found.append(block)
+        for child in block._children.values():
+            visit(child)
+
+    visit(net)
+    return found
+
+
+def to_numpy(value: torch.Tensor) -> "np.ndarray":
+    """A torch tensor as an ``mxnet.np`` array (a copy, on the CPU)."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"expected a torch.Tensor, got {type(value).__name__}")
+    return np.array(value.detach().cpu().numpy())
+
+
+def copy_torch_parameters(net: nn.Block, model: torch.nn.Module) -> nn.Block:
+    """Initialize ``net`` (if needed) and give it the parameters and BN statistics of ``model``.
+
+    Pairs Gluon's parameters with the floating-point entries of ``model.state_dict()`` in order
+    (integer counters such as ``num_batches_tracked`` are skipped): both LeNets register weights,
+    γ, β, running mean and running variance in the same order with the same shapes (Gluon's Conv2D
+    and Dense store their weights in PyTorch's layout).
+
+    Returns:
+        ``net``, now starting from exactly the weights of ``model``.
+
+    Raises:
+        ValueError: if the parameter counts or any pair of shapes differ.
+    """
+    if not isinstance(net, nn.Block):
+        raise TypeError(f"net must be a gluon Block, got {type(net).__name__}")
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    params = list(net.collect_params().values())
+    if any(p._data is None for p in params):
+        net.initialize(force_reinit=False)
+    tensors = [(k, v) for k, v in model.state_dict().items() if v.is_floating_point()]
+    if len(tensors) != len(params):
+        raise ValueError(f"the Gluon network has {len(params)} parameters, the torch model {len(tensors)} floating-point entries")
+    for p, (key, tensor) in zip(params, tensors):
+        if p.shape != tuple(tensor.shape):
+            raise ValueError(f"shape mismatch: Gluon {p.name} {p.shape} vs torch {key} {tuple(tensor.shape)}")
+        p.set_data(to_numpy(tensor))
+    return net
+
+
+# --------------------------------------------------------------------------------------------
+# Data: the committed files, as mxnet.np arrays
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ArrayData:
+    """A whole split as ``mxnet.np`` arrays: ``x`` (N, 1, 28, 28) float32, normalized; ``y`` int32 labels.
+
+    The twin of :class:`bncourse.data.TensorData`, made from it by :func:`load_arrays`.
+    """
+
+    name: str
+    split: str
+    x: np.ndarray
+    y: np.ndarray
+    classes: tuple[str, ...]
+    mean: float
+    std: float
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def subset(self, n: int) -> "ArrayData":
+        """The first ``n`` examples."""
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(self):
+            raise ValueError(f"n must be an int between 1 and {len(self)}, got {n!r}")
+        return ArrayData(self.name, self.split, self.x[:n], self.y[:n], self.classes, self.mean, self.std)
+
+    def batches(self, batch_size: int, shuffle: bool = True, seed: int | None = 0, drop_last: bool = False) -> "ArrayBatches":
+        """Mini-batches over this split; see :class:`ArrayBatches`."""
+        return ArrayBatches(self.x, self.y, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last)
+
+
+def from_tensors(data: TensorData) -> ArrayData:
+    """Convert a :class:`bncourse.data.TensorData` split into an :class:`ArrayData` (same values)."""
+    if not isinstance(data, TensorData):
+        raise TypeError(f"data must be a bncourse.data.TensorData, got {type(data).__name__}")
+    x = np.array(data.x.numpy(), dtype="float32")
+    y = np.array(data.y.numpy(), dtype="int32")
+    return ArrayData(data.name, data.split, x, y, data.classes, data.mean, data.std)
+
+
+def load_arrays(name: str, split: str = "train", root=None) -> ArrayData:
+    """MNIST or Fashion-MNIST for Gluon, from the committed files, without any network access.
+
+    The archives are md5-verified and read by :func:`bncourse.data.load_tensors`, so Gluon sees the
+    very values the PyTorch side trains on (standardized with the training split's mean and std).
+
+    Args:
+        name: ``"MNIST"`` or ``"FashionMNIST"``.
+        split: ``"train"`` or ``"test"``.
+        root: data folder; default :func:`bncourse.data.data_dir`.
+    """
+    return from_tensors(load_tensors(name, split, root=root))
+
+
+class ArrayBatches:
+    """Seeded, shuffled mini-batches of ``mxnet.np`` arrays.
+
+    The order is drawn exactly as :class:`bncourse.data.Batches` draws it (a torch generator seeded
+    once, a new permutation every epoch), so a Gluon and a PyTorch run given the same seed see the
+    same examples in the same order.
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = True,
+                 seed: int | None = 0, drop_last: bool = False) -> None:
+        _check_array(x, "x")
+        _check_array(y, "y")
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(f"x and y must have the same number of examples, got {x.shape[0]} and {y.shape[0]}")
+        from .data import Batches  # the shuffling logic lives there once
+
+        index = torch.arange(x.shape[0])
+        self._order = Batches(index, index, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last)
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    @property
+    def num_examples(self) -> int:
+        """Examples per pass (after ``drop_last``)."""
+        return self._order.num_examples
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for idx, _ in self._order:
+            rows = np.array(idx.numpy(), dtype="int64")
+            yield np.take(self.x, rows, axis=0), np.take(self.y, rows, axis=0)
+
+
+# --------------------------------------------------------------------------------------------
+# Training and evaluation
+# --------------------------------------------------------------------------------------------
+def _default_loss() -> LossFn:
+    return gluon.loss.SoftmaxCrossEntropyLoss()
+
+
+def train_step(net: nn.Block, x: np.ndarray, y: np.ndarray, trainer: gluon.Trainer, loss_fn: LossFn | None = None):
+    """One optimization step on one mini-batch; returns the per-example losses and the logits.
+
+    The gradient of the *summed* loss is divided by the batch size in ``trainer.step``, so the
+    update equals PyTorch's on the mean loss with the same learning rate.
+    """
+    loss_fn = loss_fn or _default_loss()
+    with autograd.record():      # training mode: BN uses this batch's statistics
+        logits = net(x)
+        loss = loss_fn(logits, y)
+    loss.backward()              # gradients; gluon.nn.BatchNorm updates its moving statistics here
+    trainer.step(x.shape[0])     # SGD step with the gradient averaged over the batch
+    return loss, logits
+
+
+def train_epoch(
+    net: nn.Block,
+    batches: Iterable[tuple[np.ndarray, np.ndarray]],
+    trainer: gluon.Trainer,
+    loss_fn: LossFn | None = None,
+) -> tuple[float, float, int]:
+    """Train ``net`` for one pass over ``batches``; ``(mean loss, accuracy, number of examples)``.
+
+    Like :func:`bncourse.train.train_epoch`: loss and accuracy are those of each batch at the moment
+    it was trained on.
+    """
+    if not isinstance(net, nn.Block):
+        raise TypeError(f"net must be a gluon Block, got {type(net).__name__}")
+    if not isinstance(trainer, gluon.Trainer):
+        raise TypeError(f"trainer must be a gluon.Trainer, got {type(trainer).__name__}")
+    loss_fn = loss_fn or _default_loss()
+    loss_sum = correct = None
+    seen = 0
+    for x, y in batches:
+        loss, logits = train_step(net, x, y, trainer, loss_fn)
+        batch_loss = loss.sum()
+        batch_correct = (logits.argmax(axis=1).astype("int64") == y.astype("int64")).sum()
+        loss_sum = batch_loss if loss_sum is None else loss_sum + batch_loss
+        correct = batch_correct if correct is None else correct + batch_correct
+        seen += int(y.shape[0])
+    if seen == 0:
+        raise ValueError("batches yielded no examples")
+    npx.waitall()  # mxnet runs asynchronously: the epoch ends when its last update has been applied
+    return float(loss_sum.item()) / seen, float(correct.item()) / seen, seen
+
+
+@contextlib.contextmanager
+def batch_statistics(net: nn.Block) -> Iterator[nn.Block]:
+    """Run ``net``'s forward passes in training mode (batch statistics) without leaving a trace.
+
+    Inside, ``autograd.is_training()`` is true without recording; every parameter without gradient
+    (the moving statistics) is saved on entry and restored on exit, so neither the built-in layer
+    nor the scratch block (which updates in its forward pass) keeps anything from the data seen.
+    """
+    if not isinstance(net, nn.Block):
+        raise TypeError(f"net must be a gluon Block, got {type(net).__name__}")
+    frozen = [p for p in net.collect_params().values() if p.grad_req == "null"]
+    saved = [p.data().copy() for p in frozen]
+    try:
+        with autograd.train_mode():
+            yield net
+    finally:
+        for p, value in zip(frozen, saved):
+            p.set_data(value)
+
+
+def evaluate(
+    net: nn.Block,
+    data: ArrayData | tuple[np.ndarray, np.ndarray],
+    batch_size: int = 1000,
+    loss_fn: LossFn | None = None,
+    mode: str = "eval",
+) -> Evaluation:
+    """Evaluate ``net`` on ``data`` without changing it; the twin of :func:`bncourse.evaluate.evaluate`.
+
+    Args:
+        data: an :class:`ArrayData` or an ``(x, y)`` pair of ``mxnet.np`` arrays.
+        batch_size: examples per forward pass (with ``mode="batch"`` also the batches BN normalizes over).
+        loss_fn: per-example loss; default softmax cross-entropy.
+        mode: ``"eval"`` (prediction mode: moving statistics) or ``"batch"`` (batch statistics,
+            moving statistics left untouched; see :func:`batch_statistics`).
+    """
+    if not isinstance(net, nn.Block):
+        raise TypeError(f"net must be a gluon Block, got {type(net).__name__}")
+    if isinstance(data, ArrayData):
+        x, y = data.x, data.y
+    elif isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(a, np.ndarray) for a in data):
+        x, y = data
+    else:
+        raise TypeError("data must be a bncourse.gluon.ArrayData or an (x, y) pair of mxnet.np arrays")
+    if x.shape[0] != y.shape[0] or x.shape[0] == 0:
+        raise ValueError(f"x and y must hold the same, non-zero number of examples, got {x.shape[0]} and {y.shape[0]}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if mode not in ("eval", "batch"):
+        raise ValueError(f"mode must be 'eval' or 'batch', got {mode!r}")
+    loss_fn = loss_fn or _default_loss()
+    context = batch_statistics(net) if mode == "batch" else contextlib.nullcontext()
+    losses, predictions = [], []
+    with context:
+        for start in range(0, x.shape[0], batch_size):
+            logits = net(x[start : start + batch_size])  # outside record(): no graph is kept
+            losses.append(loss_fn(logits, y[start : start + batch_size]))
+            predictions.append(logits.argmax(axis=1))
+        loss_all = np.concatenate(losses).asnumpy()
+        pred = np.concatenate(predictions).asnumpy().astype("int64")
+    labels = y.asnumpy().astype("int64")
+    num_classes = int(logits.shape[1])
+    hit = pred == labels
+    per_class = []
+    for c in range(num_classes):
+        members = labels == c
+        count = int(members.sum())
+        per_class.append(float(hit[members].sum()) / count if count else float("nan"))
+    n = int(labels.shape[0])
+    return Evaluation(loss=float(loss_all.mean()), accuracy=float(hit.sum()) / n, per_class_accuracy=tuple(per_class), num_examples=n)
+
+
+def fit(
+    net: nn.Block,
+    batches: Iterable[tuple[np.ndarray, np.ndarray]],
+    trainer: gluon.Trainer,
+    epochs: int,
+    loss_fn: LossFn | None = None,
+    val: ArrayData | None = None,
+    progress: bool = True,
+    desc: str | None = None,
+) -> History:
+    """Train ``net`` for ``epochs`` passes and record a :class:`bncourse.train.History`.
+
+    The twin of :func:`bncourse.train.fit`: after each epoch ``net`` is evaluated on ``val`` in
+    prediction mode when given; a tqdm bar shows the epochs. ``examples_per_second`` counts the
+    training pass only.
+
+    Args:
+        net: an initialized Gluon network.
+        batches: re-iterable mini-batches, e.g. ``train.batches(256, seed=0)``.
+        trainer: a ``gluon.Trainer`` over ``net.collect_params()``.
+        epochs: number of passes, >= 1.
+        loss_fn: per-example loss; default softmax cross-entropy.
+        val: held-out data evaluated after every epoch.
+        progress: show the progress bar.
+        desc: label of the progress bar.
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+    if val is not None and not isinstance(val, ArrayData):
+        raise TypeError(f"val must be a bncourse.gluon.ArrayData or None, got {type(val).__name__}")
+    loss_fn = loss_fn or _default_loss()
+    history = History()
+    bar = tqdm(range(epochs), desc=desc or type(net).__name__, unit="epoch", disable=not progress)
+    for _ in bar:
+        start = time.perf_counter()
+        loss, acc, seen = train_epoch(net, batches, trainer, loss_fn)
+        seconds = time.perf_counter() - start
+        history.train_loss.append(loss)
+        history.train_accuracy.append(acc)
+        history.epoch_seconds.append(seconds)
+        history.examples_per_second.append(seen / seconds)
+        postfix = {"train_loss": f"{loss:.4f}"}
+        if val is not None:
+            result = evaluate(net, val, loss_fn=loss_fn)
+            history.val_loss.append(result.loss)
+            history.val_accuracy.append(result.accuracy)
+            postfix["val_acc"] = f"{result.accuracy:.4f}"
+        bar.set_postfix(postfix)
+    return history
+
+
+__all__ = [
+    "ACTIVATIONS", "NORM_LAYERS", "ArrayBatches", "ArrayData", "BatchNorm", "LeNet", "batch_norm",
+    "batch_statistics", "batchnorm_layers", "copy_torch_parameters", "evaluate", "fit", "from_tensors",
+    "load_arrays", "mx", "to_numpy", "train_epoch", "train_step",
+]

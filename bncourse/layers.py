@@ -1,0 +1,401 @@
+"""Batch normalization written out by hand: the math, its backward pass, the layer, and folding.
+
+Three levels, each usable on its own:
+
+* :func:`batch_norm` -- the math of Ioffe & Szegedy (2015) as one pure function. In training it
+  normalizes with the statistics of the batch (and, when given running buffers, updates them in
+  place); in inference it normalizes with the running (population) statistics.
+* :class:`BatchNormFunction` -- the training-mode transform as a ``torch.autograd.Function`` whose
+  backward pass is the hand-derived gradient of Algorithm 1, in compact form.
+* :class:`BatchNorm` -- the bookkeeping around the function, an ``nn.Module`` with the same contract
+  as ``nn.BatchNorm1d`` / ``nn.BatchNorm2d``: it accepts ``(N, C)``, ``(N, C, L)`` and
+  ``(N, C, H, W)`` input, keeps ``weight``, ``bias``, ``running_mean``, ``running_var`` and
+  ``num_batches_tracked`` under the same names, and can be passed as ``norm_layer=`` /
+  ``norm2d=`` / ``norm1d=`` to the networks of :mod:`bncourse.models`.
+
+For inference, :func:`fold_into` merges an eval-mode BN into the Linear or Conv2d layer before it,
+and :func:`fold_batchnorm` does so for every such pair of a sequential network.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+
+import torch
+from torch import nn
+from torch.autograd.function import once_differentiable
+
+__all__ = ["batch_norm", "BatchNormFunction", "BatchNorm", "fold_into", "fold_batchnorm"]
+
+#: Input ranks the layer accepts, and what their axes mean.
+SUPPORTED_SHAPES = {2: "(N, C)", 3: "(N, C, L)", 4: "(N, C, H, W)"}
+
+
+def _check_input(x: torch.Tensor, num_features: int | None = None) -> None:
+    """Raise the error a learner needs when ``x`` is not something BN can normalize."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() not in SUPPORTED_SHAPES:
+        raise ValueError(
+            f"expected 2-D {SUPPORTED_SHAPES[2]}, 3-D {SUPPORTED_SHAPES[3]} or 4-D {SUPPORTED_SHAPES[4]} input, "
+            f"got {x.dim()}-D input of shape {tuple(x.shape)}"
+        )
+    if not x.is_floating_point():
+        raise TypeError(f"input must be a floating-point tensor (e.g. torch.float32), got dtype {x.dtype}")
+    if num_features is not None and x.shape[1] != num_features:
+        raise ValueError(
+            f"expected {num_features} features/channels in dim 1 of the input, got input of shape "
+            f"{tuple(x.shape)} ({x.shape[1]} in dim 1)"
+        )
+
+
+def _check_vector(name: str, t: torch.Tensor | None, channels: int) -> None:
+    if t is None:
+        return
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor or None, got {type(t).__name__}")
+    if t.shape != (channels,):
+        raise ValueError(f"{name} must have shape ({channels},), one entry per channel of the input, got {tuple(t.shape)}")
+
+
+def _reduce_dims(x: torch.Tensor) -> tuple[int, ...]:
+    """The axes BN averages over: every axis but the channel axis 1."""
+    return (0,) + tuple(range(2, x.dim()))
+
+
+def _per_channel(t: torch.Tensor, ndim: int) -> torch.Tensor:
+    """View a ``(C,)`` vector so that it broadcasts against an input of ``ndim`` dimensions."""
+    return t.view((1, -1) + (1,) * (ndim - 2))
+
+
+class BatchNormFunction(torch.autograd.Function):
+    """Training-mode batch normalization with a hand-derived backward pass.
+
+    Forward (Algorithm 1 of Ioffe & Szegedy, 2015), per channel over the ``m`` values of the batch
+    (``m = N``, ``N·L`` or ``N·H·W``)::
+
+        mu = mean(x)    var = mean((x - mu)^2)    x_hat = (x - mu) / sqrt(var + eps)    y = gamma * x_hat + beta
+
+    Backward, in compact form (sums over the same ``m`` values; ``dy`` is the incoming gradient)::
+
+        dbeta  = sum(dy)
+        dgamma = sum(dy * x_hat)
+        dx     = gamma / sqrt(var + eps) * (dy - dbeta / m - x_hat * dgamma / m)
+
+    The two subtracted terms are the paths through ``mu`` and through ``var``: shifting every input
+    by the same amount moves ``mu`` with it and leaves the output unchanged, and scaling every
+    centred input by the same factor moves ``sqrt(var)`` with it and leaves the output unchanged --
+    so ``dx`` has the component of ``dy`` along those two directions removed.
+
+    ``apply(x, gamma, beta, eps)`` returns ``(y, mean, var)``; ``mean`` and ``var`` (biased, shape
+    ``(C,)``) are not differentiable and serve the running statistics. ``gamma`` and ``beta`` may
+    be ``None`` (no affine transform). Only first derivatives are implemented.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, gamma: torch.Tensor | None, beta: torch.Tensor | None, eps: float):
+        dims = _reduce_dims(x)
+        var, mean = torch.var_mean(x, dim=dims, keepdim=True, correction=0)
+        invstd = torch.rsqrt(var + eps)
+        x_hat = (x - mean).mul_(invstd)
+        if gamma is not None:
+            y = torch.addcmul(_per_channel(beta, x.dim()), x_hat, _per_channel(gamma, x.dim()))
+        else:
+            y = x_hat.clone()
+        ctx.save_for_backward(x_hat, invstd, gamma)
+        ctx.dims = dims
+        ctx.m = x.numel() // x.shape[1]
+        mean, var = mean.view(-1), var.view(-1)
+        ctx.mark_non_differentiable(mean, var)
+        ctx.set_materialize_grads(False)
+        return y, mean, var
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy: torch.Tensor | None, _dmean: None, _dvar: None):
+        x_hat, invstd, gamma = ctx.saved_tensors
+        if dy is None:
+            return None, None, None, None
+        dims, m = ctx.dims, ctx.m
+        need_x, need_gamma, need_beta = ctx.needs_input_grad[:3]
+        dbeta = dy.sum(dims, keepdim=True) if (need_x or need_beta) else None
+        dgamma = (dy * x_hat).sum(dims, keepdim=True) if (need_x or need_gamma) else None
+        dx = None
+        if need_x:
+            scale = invstd if gamma is None else _per_channel(gamma, dy.dim()) * invstd
+            # dx = scale*dy - scale*dbeta/m - x_hat*scale*dgamma/m, as two fused multiply-adds
+            dx = torch.addcmul(scale * dbeta * (-1.0 / m), x_hat, scale * dgamma * (-1.0 / m))
+            dx.addcmul_(dy, scale)
+        grad_gamma = dgamma.view(-1) if (need_gamma and gamma is not None) else None
+        grad_beta = dbeta.view(-1) if (need_beta and gamma is not None) else None
+        return dx, grad_gamma, grad_beta, None
+
+
+def batch_norm(
+    x: torch.Tensor,
+    gamma: torch.Tensor | None,
+    beta: torch.Tensor | None,
+    running_mean: torch.Tensor | None,
+    running_var: torch.Tensor | None,
+    training: bool,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> torch.Tensor:
+    """Batch-normalize ``x`` per channel (axis 1), as ``torch.nn.functional.batch_norm`` does.
+
+    Training (``training=True``): normalize with the mean and the *biased* variance of this batch,
+    computed per channel over every axis but 1; if running buffers are given, update them in place
+    with PyTorch's convention ``running = (1 - momentum) * running + momentum * batch``, using the
+    *unbiased* batch variance (``m / (m - 1)`` times the biased one) for ``running_var``.
+
+    Inference (``training=False``): normalize with ``running_mean`` and ``running_var``; if they are
+    ``None`` (a layer that keeps no running statistics), the batch statistics are used instead.
+
+    Args:
+        x: input of shape (N, C), (N, C, L) or (N, C, H, W), floating point.
+        gamma: scale, shape (C,), or ``None`` for no scaling.
+        beta: shift, shape (C,), or ``None`` for no shift (``gamma`` and ``beta`` go together).
+        running_mean: buffer of shape (C,) or ``None``.
+        running_var: buffer of shape (C,) or ``None`` (given together with ``running_mean``).
+        training: use (and record) batch statistics, or use the running ones.
+        momentum: weight of the new batch in the running average, in [0, 1].
+        eps: added to the variance before the square root, >= 0.
+
+    Returns:
+        The normalized tensor, same shape and dtype as ``x``.
+
+    Raises:
+        TypeError: ``x`` is not a floating-point tensor, or an argument has the wrong type.
+        ValueError: wrong rank, a vector whose length is not C, only one value per channel in
+            training, or ``momentum`` / ``eps`` out of range.
+    """
+    _check_input(x)
+    channels = x.shape[1]
+    for name, t in (("gamma", gamma), ("beta", beta), ("running_mean", running_mean), ("running_var", running_var)):
+        _check_vector(name, t, channels)
+    if (gamma is None) != (beta is None):
+        raise ValueError("gamma and beta must both be tensors (affine) or both be None")
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("running_mean and running_var must both be tensors or both be None")
+    if not isinstance(training, bool):
+        raise TypeError(f"training must be a bool, got {type(training).__name__}")
+    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"momentum must be a number in [0, 1], got {momentum!r}")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps < 0:
+        raise ValueError(f"eps must be a number >= 0, got {eps!r}")
+
+    if not training and running_mean is not None:
+        # Inference: a fixed affine map per channel, y = x * scale + shift.
+        scale = torch.rsqrt(running_var + eps)
+        if gamma is not None:
+            scale = gamma * scale
+        shift = -running_mean * scale
+        if beta is not None:
+            shift = shift + beta
+        return torch.addcmul(_per_channel(shift, x.dim()), x, _per_channel(scale, x.dim()))
+
+    m = x.numel() // channels
+    if m < 2:
+        raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.shape}")
+    y, mean, var = BatchNormFunction.apply(x, gamma, beta, float(eps))
+    if training and running_mean is not None:
+        with torch.no_grad():
+            running_mean.lerp_(mean.to(running_mean.dtype), momentum)
+            running_var.lerp_((var * (m / (m - 1))).to(running_var.dtype), momentum)
+    return y
+
+
+class BatchNorm(nn.Module):
+    """Batch normalization as a layer: a drop-in for ``nn.BatchNorm1d`` and ``nn.BatchNorm2d``.
+
+    Normalizes each channel (axis 1) of (N, C), (N, C, L) or (N, C, H, W) input with
+    :func:`batch_norm`. The mode comes from ``self.training`` (``model.train()`` / ``model.eval()``),
+    never from whether gradients are being recorded.
+
+    Args:
+        num_features: C, the number of features / channels.
+        eps: added to the variance for numerical stability.
+        momentum: weight of each new batch in the running statistics (PyTorch convention);
+            ``None`` gives the cumulative average over all batches seen so far.
+        affine: learn a per-channel scale ``weight`` (gamma, starts at 1) and shift ``bias``
+            (beta, starts at 0).
+        track_running_stats: keep ``running_mean``, ``running_var`` and ``num_batches_tracked``
+            buffers and use them in eval mode; without them eval mode uses batch statistics.
+        device, dtype: where and in which precision to create parameters and buffers.
+
+    Example:
+        >>> from bncourse.models import MLP
+        >>> model = MLP((784, 32, 10), batch_norm=True, norm_layer=BatchNorm)
+        >>> model[2]
+        BatchNorm(32, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True)
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = True,
+        track_running_stats: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
+            raise ValueError(f"num_features must be a positive int, got {num_features!r}")
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps < 0:
+            raise ValueError(f"eps must be a number >= 0, got {eps!r}")
+        if momentum is not None and (
+            isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum <= 1.0
+        ):
+            raise ValueError(f"momentum must be a number in [0, 1] or None (cumulative average), got {momentum!r}")
+        for name, flag in (("affine", affine), ("track_running_stats", track_running_stats)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+        factory = {"device": device, "dtype": dtype}
+        self.num_features = num_features
+        self.eps = eps
+        self.momentum = momentum
+        self.affine = affine
+        self.track_running_stats = track_running_stats
+        if affine:
+            self.weight = nn.Parameter(torch.ones(num_features, **factory))
+            self.bias = nn.Parameter(torch.zeros(num_features, **factory))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        if track_running_stats:
+            self.register_buffer("running_mean", torch.zeros(num_features, **factory))
+            self.register_buffer("running_var", torch.ones(num_features, **factory))
+            self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device))
+        else:
+            self.register_buffer("running_mean", None)
+            self.register_buffer("running_var", None)
+            self.register_buffer("num_batches_tracked", None)
+
+    def reset_running_stats(self) -> None:
+        """Forget the running statistics: mean 0, variance 1, no batch tracked."""
+        if self.track_running_stats:
+            self.running_mean.zero_()
+            self.running_var.fill_(1.0)
+            self.num_batches_tracked.zero_()
+
+    def reset_parameters(self) -> None:
+        """Reset the running statistics and set gamma to 1 and beta to 0."""
+        self.reset_running_stats()
+        if self.affine:
+            with torch.no_grad():
+                self.weight.fill_(1.0)
+                self.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalize ``x`` of shape (N, C), (N, C, L) or (N, C, H, W)."""
+        _check_input(x, self.num_features)
+        momentum = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked.add_(1)
+            if self.momentum is None:  # cumulative average: the n-th batch gets weight 1/n
+                momentum = 1.0 / float(self.num_batches_tracked)
+        # Batch statistics in training, and in eval when there are no running statistics to use.
+        use_batch_stats = self.training or self.running_mean is None
+        # Running statistics are read in eval mode and updated in training only if they are tracked.
+        track = not self.training or self.track_running_stats
+        return batch_norm(
+            x,
+            self.weight,
+            self.bias,
+            self.running_mean if track else None,
+            self.running_var if track else None,
+            use_batch_stats,
+            momentum,
+            self.eps,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
+            f"track_running_stats={self.track_running_stats}"
+        )
+
+
+def _is_batchnorm(module: nn.Module) -> bool:
+    return isinstance(module, (BatchNorm, nn.modules.batchnorm._BatchNorm))
+
+
+def fold_into(layer: nn.Linear | nn.Conv2d, bn: nn.Module) -> nn.Linear | nn.Conv2d:
+    """A new Linear / Conv2d computing ``bn(layer(x))`` for an eval-mode BN, in one layer.
+
+    In inference BN is the fixed per-channel affine map ``y = s * z + (beta - s * running_mean)``
+    with ``s = gamma / sqrt(running_var + eps)``. Applied to ``z = W x + b``, it gives
+    ``(s * W) x + s * (b - running_mean) + beta``: the same kind of layer, with output channel ``k``
+    of the weight scaled by ``s_k`` and a new bias. The inputs are left unchanged.
+
+    Args:
+        layer: an ``nn.Linear`` or ``nn.Conv2d`` (with or without bias) feeding ``bn``.
+        bn: a :class:`BatchNorm` or torch BatchNorm layer with running statistics, in eval mode,
+            with one channel per output of ``layer``.
+
+    Raises:
+        TypeError: unsupported layer or normalization types.
+        ValueError: ``bn`` is in training mode, keeps no running statistics, or its channel count
+            differs from ``layer``'s outputs.
+    """
+    if not isinstance(layer, (nn.Linear, nn.Conv2d)):
+        raise TypeError(f"layer must be an nn.Linear or nn.Conv2d, got {type(layer).__name__}")
+    if not _is_batchnorm(bn):
+        raise TypeError(f"bn must be a bncourse BatchNorm or a torch BatchNorm layer, got {type(bn).__name__}")
+    if bn.training:
+        raise ValueError("folding uses the running statistics, so it is only valid in eval mode: call model.eval() first")
+    if bn.running_mean is None:
+        raise ValueError("bn keeps no running statistics (track_running_stats=False), so there is nothing fixed to fold")
+    out = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
+    if bn.num_features != out:
+        raise ValueError(f"bn normalizes {bn.num_features} channels but the layer has {out} outputs")
+    with torch.no_grad():
+        scale = torch.rsqrt(bn.running_var + bn.eps)
+        if bn.weight is not None:
+            scale = scale * bn.weight
+        bias = layer.bias if layer.bias is not None else torch.zeros_like(bn.running_mean)
+        new_bias = (bias - bn.running_mean) * scale
+        if bn.bias is not None:
+            new_bias = new_bias + bn.bias
+        folded = copy.deepcopy(layer)
+        folded.weight.copy_(layer.weight * scale.view((-1,) + (1,) * (layer.weight.dim() - 1)))
+        folded.bias = nn.Parameter(new_bias.to(layer.weight.dtype))
+    folded.train(False)
+    return folded
+
+
+def fold_batchnorm(model: nn.Sequential) -> nn.Sequential:
+    """A copy of ``model`` for inference, each BN that directly follows a Linear / Conv2d folded into it.
+
+    Works through nested ``nn.Sequential`` containers; modules keep their names, the folded BN
+    layers disappear. BN layers that do not directly follow a Linear / Conv2d (e.g. placed after the
+    activation) are kept as they are. The copy is in eval mode and gives the same outputs as
+    ``model.eval()``; ``model`` itself is not changed.
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Sequential``.
+        ValueError: ``model`` is in training mode (see :func:`fold_into`).
+    """
+    if not isinstance(model, nn.Sequential):
+        raise TypeError(f"model must be an nn.Sequential (such as bncourse.models.MLP or LeNet), got {type(model).__name__}")
+    if any(_is_batchnorm(m) and m.training for m in model.modules()):
+        raise ValueError("folding uses the running statistics, so it is only valid in eval mode: call model.eval() first")
+    kept: list[tuple[str, nn.Module]] = []
+    for name, module in model.named_children():
+        if isinstance(module, nn.Sequential):
+            module = fold_batchnorm(module)
+        elif (
+            _is_batchnorm(module)
+            and kept
+            and isinstance(kept[-1][1], (nn.Linear, nn.Conv2d))
+            and module.running_mean is not None
+        ):
+            kept[-1] = (kept[-1][0], fold_into(kept[-1][1], module))
+            continue
+        else:
+            module = copy.deepcopy(module)
+        kept.append((name, module))
+    return nn.Sequential(OrderedDict(kept)).eval()

@@ -1,0 +1,55 @@
+"""bncourse.config: seeds, threads and device."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from bncourse import config
+
+
+def test_configure_makes_runs_repeatable():
+    cfg = config.configure(seed=123, threads=1)
+    a = (random.random(), np.random.rand(), torch.rand(3))
+    config.configure(seed=123, threads=1)
+    b = (random.random(), np.random.rand(), torch.rand(3))
+    assert a[0] == b[0] and a[1] == b[1] and torch.equal(a[2], b[2])
+    assert cfg.seed == 123 and cfg.threads == 1 and torch.get_num_threads() == 1
+    assert "seed=123" in str(cfg) and "device=" in str(cfg)
+    config.set_threads()
+    assert torch.get_num_threads() == config.DEFAULT_THREADS
+
+
+def test_get_device_defaults_and_overrides():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert config.get_device().type == expected
+    assert config.get_device("cpu") == torch.device("cpu")
+    assert config.get_device(torch.device("cpu")).type == "cpu"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only error")
+def test_cuda_requested_without_gpu():
+    with pytest.raises(ValueError, match="no CUDA GPU"):
+        config.get_device("cuda")
+
+
+def test_bad_arguments():
+    with pytest.raises(TypeError, match="device"):
+        config.get_device(0)
+    with pytest.raises(ValueError, match=">= 1"):
+        config.set_threads(0)
+    with pytest.raises(TypeError, match="threads"):
+        config.set_threads(1.5)
+    with pytest.raises(TypeError, match="seed"):
+        config.seed_everything("0")
+    with pytest.raises(ValueError, match="seed"):
+        config.seed_everything(-1)
+
+
+def test_threads_restored_after_importing_mxnet():
+    """mxnet lowers OpenMP threads for torch too; set_threads() undoes it."""
+    import mxnet  # noqa: F401
+
+    assert config.set_threads() == config.DEFAULT_THREADS
+    assert torch.get_num_threads() == config.DEFAULT_THREADS

@@ -1,0 +1,71 @@
+"""bncourse.models: the networks and their BN variants."""
+
+import pytest
+import torch
+from torch import nn
+
+from bncourse import models
+
+
+def test_mlp_without_and_with_bn():
+    plain = models.MLP((784, 512, 256, 10))
+    bn = models.MLP((784, 512, 256, 10), batch_norm=True)
+    assert [type(m) for m in plain] == [nn.Flatten, nn.Linear, nn.ReLU, nn.Linear, nn.ReLU, nn.Linear]
+    assert [type(m) for m in bn] == [nn.Flatten, nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Linear]
+    assert bn[1].bias is None and bn[4].bias is None and bn[7].bias is not None
+    assert all(m.bias is not None for m in plain if isinstance(m, nn.Linear))
+    x = torch.randn(5, 1, 28, 28)
+    assert plain(x).shape == bn(x).shape == (5, 10)
+    # BN replaces each removed bias with beta: the parameter count differs by the BN scales only
+    assert models.count_parameters(bn) - models.count_parameters(plain) == 512 + 256
+    assert len(models.batchnorm_layers(bn)) == 2 and not models.batchnorm_layers(plain)
+
+
+def test_mlp_bn_after_activation_keeps_bias_and_custom_parts():
+    m = models.MLP((20, 8, 3), batch_norm=True, bn_position="after", activation="tanh")
+    assert [type(l) for l in m] == [nn.Flatten, nn.Linear, nn.Tanh, nn.BatchNorm1d, nn.Linear]
+    assert m[1].bias is not None
+    m2 = models.MLP((20, 8, 3), batch_norm=True, activation=nn.GELU, norm_layer=lambda w: nn.LayerNorm(w))
+    assert isinstance(m2[2], nn.LayerNorm) and isinstance(m2[3], nn.GELU)
+    assert isinstance(m[:2], nn.Sequential) and not isinstance(m[:2], models.MLP)
+
+
+def test_lenet_shapes_and_variants():
+    x = torch.randn(4, 1, 28, 28)
+    plain, bn = models.LeNet(), models.LeNet(batch_norm=True)
+    assert plain(x).shape == bn(x).shape == (4, 10)
+    norms = models.batchnorm_layers(bn)
+    assert [type(n) for n in norms] == [nn.BatchNorm2d, nn.BatchNorm2d, nn.BatchNorm1d, nn.BatchNorm1d]
+    assert [n.num_features for n in norms] == [6, 16, 120, 84]
+    assert bn[0].bias is None and plain[0].bias is not None
+    gn = models.LeNet(batch_norm=True, norm2d=lambda c: nn.GroupNorm(2, c), norm1d=nn.LayerNorm)
+    assert gn(x).shape == (4, 10) and isinstance(gn[1], nn.GroupNorm)
+    after = models.LeNet(batch_norm=True, bn_position="after", activation="relu")
+    assert isinstance(after[1], nn.ReLU) and isinstance(after[2], nn.BatchNorm2d) and after[0].bias is not None
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"sizes": (784,)}, ValueError, "at least two"),
+        ({"sizes": (784, 0, 10)}, ValueError, "positive"),
+        ({"batch_norm": 1}, TypeError, "bool"),
+        ({"bn_position": "middle"}, ValueError, "bn_position"),
+        ({"activation": "swish"}, ValueError, "unknown activation"),
+        ({"activation": 3}, TypeError, "activation"),
+    ],
+)
+def test_mlp_bad_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        models.MLP(**kwargs)
+
+
+def test_lenet_and_helpers_bad_arguments():
+    with pytest.raises(ValueError, match="num_classes"):
+        models.LeNet(num_classes=0)
+    with pytest.raises(ValueError, match="bn_position"):
+        models.LeNet(bn_position="x")
+    with pytest.raises(TypeError, match="nn.Module"):
+        models.count_parameters("model")
+    with pytest.raises(TypeError, match="nn.Module"):
+        models.batchnorm_layers(None)

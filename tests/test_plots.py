@@ -1,0 +1,53 @@
+"""bncourse.plots: figures are drawn from the data given, and bad input is refused."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+
+from bncourse import plots  # noqa: E402
+from bncourse.evaluate import Evaluation  # noqa: E402
+from bncourse.train import History  # noqa: E402
+
+
+def _history(scale):
+    h = History()
+    for e in range(3):
+        h.train_loss.append(scale / (e + 1))
+        h.val_loss.append(scale / (e + 1) + 0.1)
+        h.train_accuracy.append(0.5 + e / 10)
+        h.val_accuracy.append(0.4 + e / 10)
+    return h
+
+
+def test_plot_histories_one_line_per_run_per_panel():
+    fig = plots.plot_histories({"plain": _history(2.0), "BN": _history(1.0)},
+                               metrics=("train_loss", "val_loss", "train_accuracy", "val_accuracy"))
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(axes) == 4
+    assert [len(ax.lines) for ax in axes] == [2, 2, 2, 2]
+    assert list(axes[0].lines[1].get_ydata()) == pytest.approx([1.0, 0.5, 1 / 3])
+    assert axes[0].get_ylabel() == "training loss"
+    plt.close(fig)
+
+
+def test_plot_per_class_accuracy_bars():
+    e1 = Evaluation(0.3, 0.9, (0.8, 1.0), 10)
+    e2 = Evaluation(0.2, 0.95, (0.9, 1.0), 10)
+    fig = plots.plot_per_class_accuracy({"a": e1, "b": e2}, ["zero", "one"])
+    heights = [p.get_height() for p in fig.axes[0].patches]
+    assert heights == pytest.approx([0.8, 1.0, 0.9, 1.0])
+    plt.close(fig)
+
+
+def test_bad_input():
+    with pytest.raises(TypeError, match="non-empty mapping"):
+        plots.plot_histories({})
+    with pytest.raises(TypeError, match="History"):
+        plots.plot_histories({"x": [1, 2]})
+    with pytest.raises(ValueError, match="unknown metric"):
+        plots.plot_histories({"x": _history(1)}, metrics=("loss",))
+    with pytest.raises(ValueError, match="classes"):
+        plots.plot_per_class_accuracy({"a": Evaluation(0, 1, (1.0,), 1)}, ["a", "b"])

@@ -1,0 +1,159 @@
+"""bncourse.train and bncourse.evaluate on tiny problems."""
+
+import inspect
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from bncourse import config, data, evaluate, models, train
+
+
+def _toy(n=256, d=10, classes=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g)
+    w = torch.randn(d, classes, generator=g)
+    return x, (x @ w).argmax(1)
+
+
+def _td(x, y):
+    return data.TensorData("toy", "train", x, y, tuple("abc"), 0.0, 1.0)
+
+
+def test_fit_learns_and_records_history():
+    config.configure(0, threads=1)
+    x, y = _toy()
+    model = models.MLP((10, 32, 3), batch_norm=True)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    hist = train.fit(model, _td(x, y).batches(32, seed=0), opt, epochs=5, val=_td(x, y), device="cpu", progress=False)
+    assert hist.epochs == 5
+    assert all(len(v) == 5 for v in hist.as_dict().values())
+    assert hist.train_loss[-1] < hist.train_loss[0] * 0.7
+    assert hist.val_accuracy[-1] > 0.8
+    assert all(s > 0 for s in hist.examples_per_second)
+    assert hist.metric("val_loss") is hist.val_loss
+    with pytest.raises(ValueError, match="unknown metric"):
+        hist.metric("speed")
+    config.set_threads()
+
+
+def test_fit_is_reproducible_with_the_same_seed():
+    x, y = _toy()
+    losses = []
+    for _ in range(2):
+        config.configure(7, threads=1)
+        model = models.MLP((10, 16, 3), batch_norm=True)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        losses.append(train.fit(model, _td(x, y).batches(16, seed=3), opt, 2, progress=False).train_loss)
+    assert losses[0] == losses[1]
+    config.set_threads()
+
+
+def test_train_epoch_accepts_a_dataloader_and_returns_batch_metrics():
+    x, y = _toy(64)
+    model = nn.Linear(10, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: the loss of every batch is the initial one
+    loss, acc, n = train.train_epoch(model, DataLoader(TensorDataset(x, y), batch_size=16), opt)
+    with torch.no_grad():
+        expected = nn.functional.cross_entropy(model(x), y).item()
+        expected_acc = (model(x).argmax(1) == y).float().mean().item()
+    assert n == 64 and loss == pytest.approx(expected, rel=1e-5) and acc == pytest.approx(expected_acc)
+    assert model.training
+
+
+def test_train_step_is_short_and_readable():
+    src = inspect.getsource(train.train_step)
+    for needle in ("loss.backward()", "optimizer.step()", "zero_grad"):
+        assert needle in src
+
+
+def test_training_bad_arguments():
+    model = nn.Linear(2, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.zeros(4, 2), torch.zeros(4, dtype=torch.long)
+    with pytest.raises(ValueError, match="epochs"):
+        train.fit(model, [(x, y)], opt, epochs=0)
+    with pytest.raises(TypeError, match="optimizer"):
+        train.train_epoch(model, [(x, y)], "sgd")
+    with pytest.raises(TypeError, match="model"):
+        train.train_epoch("net", [(x, y)], opt)
+    with pytest.raises(ValueError, match="no examples"):
+        train.train_epoch(model, [], opt)
+    with pytest.raises(TypeError, match="val"):
+        train.fit(model, [(x, y)], opt, 1, val=(x, y), progress=False)
+
+
+def test_evaluate_eval_mode_matches_manual_and_leaves_model_untouched():
+    torch.manual_seed(0)
+    x, y = _toy(300)
+    model = models.MLP((10, 16, 3), batch_norm=True)
+    model.train()
+    model(x)  # give the running statistics non-default values
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    result = evaluate.evaluate(model, (x, y), batch_size=64)
+    model.eval()
+    with torch.no_grad():
+        logits = model(x)
+    assert result.loss == pytest.approx(nn.functional.cross_entropy(logits, y).item(), rel=1e-5)
+    hits = logits.argmax(1) == y
+    assert result.accuracy == pytest.approx(hits.float().mean().item())
+    for c in range(3):
+        assert result.per_class_accuracy[c] == pytest.approx(hits[y == c].float().mean().item())
+    assert result.num_examples == 300 and "accuracy" in str(result)
+    model.train()
+    evaluate.evaluate(model, (x, y))
+    assert model.training, "the model's mode is restored"
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+
+
+def test_batch_mode_uses_batch_statistics_without_contaminating_buffers():
+    torch.manual_seed(0)
+    x, y = _toy(200)
+    model = models.MLP((10, 8, 3), batch_norm=True).eval()
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
+    result = evaluate.evaluate(model, (x + 5, y), batch_size=200, mode="batch")
+    assert all(torch.equal(v, buffers[k]) for k, v in model.named_buffers()), "running statistics unchanged"
+    assert not model.training
+    with torch.no_grad():
+        model.train()
+        expected = nn.functional.cross_entropy(model(x + 5), y).item()  # the naive way...
+    assert result.loss == pytest.approx(expected, rel=1e-5)
+    assert not torch.equal(model[2].running_mean, buffers["2.running_mean"]), "...which leaks into the buffers"
+    assert model[2].num_batches_tracked.item() == 1
+
+
+def test_batch_statistics_restores_even_after_an_error():
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)).eval()
+    before = model[1].running_mean.clone()
+    with pytest.raises(RuntimeError):
+        with evaluate.batch_statistics(model):
+            assert model[1].training
+            model(torch.randn(8, 3) + 10)
+            raise RuntimeError("boom")
+    assert torch.equal(model[1].running_mean, before) and not model[1].training
+
+
+def test_evaluate_bad_arguments():
+    model = nn.Linear(2, 2)
+    x, y = torch.zeros(4, 2), torch.zeros(4, dtype=torch.long)
+    with pytest.raises(TypeError, match="TensorData"):
+        evaluate.evaluate(model, x)
+    with pytest.raises(ValueError, match="mode"):
+        evaluate.evaluate(model, (x, y), mode="train")
+    with pytest.raises(ValueError, match="batch_size"):
+        evaluate.evaluate(model, (x, y), batch_size=0)
+    with pytest.raises(ValueError, match="same, non-zero"):
+        evaluate.evaluate(model, (x, y[:3]))
+    with pytest.raises(TypeError, match="nn.Module"):
+        evaluate.batch_statistics(None).__enter__()
+
+
+def test_train_on_real_data_subset():
+    """A few hundred MNIST images: the full pipeline runs and learns."""
+    config.configure(0)
+    tr = data.load_tensors("MNIST", "train").subset(2000)
+    te = data.load_tensors("MNIST", "test").subset(500)
+    model = models.MLP((784, 64, 10), batch_norm=True)
+    hist = train.fit(model, tr.batches(64), torch.optim.SGD(model.parameters(), lr=0.05), 2, val=te, progress=False)
+    assert hist.val_accuracy[-1] > 0.8
