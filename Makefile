@@ -10,7 +10,6 @@ STAMP  := $(VENV)/.bncourse-installed
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install -r requirements.txt -e .
 	touch $(STAMP)
 

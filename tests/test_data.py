@@ -197,3 +197,10 @@ def test_tensordata_subset_and_batches():
     assert sum(len(yb) for _, yb in small.batches(32)) == 100
     with pytest.raises(ValueError):
         test.subset(0)
+
+
+def test_tensordata_to_device_keeps_metadata():
+    test = data.load_tensors("MNIST", "test").subset(10)
+    moved = test.to("cpu")
+    assert moved.x.device.type == "cpu" and moved.classes == test.classes and moved.mean == test.mean
+    assert torch.equal(moved.y, test.y)
