@@ -54,3 +54,11 @@ def pytest_runtest_call(item):
                 fh.seek(before)
                 attempts = fh.read()
             raise _guard.NetworkBlocked(f"{item.nodeid} tried to reach the network:\n{attempts}")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Give nbval more patience reading a finished cell's outputs than its default 5 s, which a
+    loaded machine can exceed after a long training cell (the cell timeout itself is in pyproject)."""
+    for item in items:
+        if type(item).__name__ == "IPyNbCell":
+            item.output_timeout = 60
