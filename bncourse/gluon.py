@@ -105,20 +105,22 @@ def batch_norm(
     if eps <= 0:
         raise ValueError(f"eps must be > 0, got {eps}")
     shape = (1, channels) if x.ndim == 2 else (1, channels, 1, 1)
-    if not autograd.is_training():
-        # prediction: the moving statistics stand in for the batch's
-        x_hat = (x - running_mean.reshape(shape)) / np.sqrt(running_var.reshape(shape) + eps)
-        new_mean, new_var = running_mean, running_var
-    else:
+    if autograd.is_training():
         axes = (0,) if x.ndim == 2 else (0, 2, 3)
         mean = x.mean(axis=axes, keepdims=True)
         centered = x - mean
-        var = (centered * centered).mean(axis=axes, keepdims=True)  # biased: divides by N(·H·W)
-        x_hat = centered / np.sqrt(var + eps)
+        var = (centered * centered).mean(axis=axes, keepdims=True)  # biased: divides by N (or N·H·W)
         with autograd.pause():  # bookkeeping, not part of the function being differentiated
             new_mean = momentum * running_mean + (1.0 - momentum) * mean.reshape(-1)
             new_var = momentum * running_var + (1.0 - momentum) * var.reshape(-1)
-    return gamma.reshape(shape) * x_hat + beta.reshape(shape), new_mean, new_var
+    else:  # prediction: the moving statistics stand in for the batch's
+        mean, var = running_mean.reshape(shape), running_var.reshape(shape)
+        centered = x - mean
+        new_mean, new_var = running_mean, running_var
+    # gamma * (x - mean) / sqrt(var + eps) + beta, with gamma / sqrt(var + eps) formed on the C values
+    # first: one multiplication of the big tensor instead of two (and fewer gradients to reduce)
+    scale = gamma.reshape(shape) / np.sqrt(var + eps)
+    return centered * scale + beta.reshape(shape), new_mean, new_var
 
 
 class BatchNorm(nn.Block):
@@ -260,6 +262,14 @@ def to_numpy(value: torch.Tensor) -> "np.ndarray":
     return np.array(value.detach().cpu().numpy())
 
 
+def _initialized(param: gluon.Parameter) -> bool:
+    try:
+        param.data()
+    except RuntimeError:
+        return False
+    return True
+
+
 def copy_torch_parameters(net: nn.Block, model: torch.nn.Module) -> nn.Block:
     """Initialize ``net`` (if needed) and give it the parameters and BN statistics of ``model``.
 
@@ -279,8 +289,8 @@ def copy_torch_parameters(net: nn.Block, model: torch.nn.Module) -> nn.Block:
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     params = list(net.collect_params().values())
-    if any(p._data is None for p in params):
-        net.initialize(force_reinit=False)
+    if not all(_initialized(p) for p in params):
+        net.initialize()
     tensors = [(k, v) for k, v in model.state_dict().items() if v.is_floating_point()]
     if len(tensors) != len(params):
         raise ValueError(f"the Gluon network has {len(params)} parameters, the torch model {len(tensors)} floating-point entries")

@@ -1,0 +1,374 @@
+"""bncourse.gluon: the scratch Gluon BN against gluon.nn.BatchNorm and PyTorch, LeNet, data, training."""
+
+import os
+import subprocess
+import sys
+
+import numpy as onp
+import pytest
+import torch
+
+from bncourse import data, models
+from bncourse import gluon as G
+from bncourse.evaluate import Evaluation
+from bncourse.train import History
+
+mx = G.mx
+from mxnet import autograd, gluon, np  # noqa: E402  (after bncourse.gluon has set up mxnet)
+from mxnet.gluon import nn  # noqa: E402
+
+SHAPES = {"2d": (16, 5), "4d": (8, 3, 6, 7)}
+
+
+def _random(shape, seed=0, scale=2.0, shift=0.5):
+    return onp.random.RandomState(seed).randn(*shape).astype("float32") * scale + shift
+
+
+def _pair(shape, seed=0):
+    """A scratch block and a gluon.nn.BatchNorm with the same random gamma and beta."""
+    c = shape[1]
+    scratch, builtin = G.BatchNorm(c), nn.BatchNorm(in_channels=c)
+    scratch.initialize()
+    builtin.initialize()
+    gamma, beta = _random((c,), seed + 1, 0.5, 1.0), _random((c,), seed + 2, 0.5, 0.0)
+    for block in (scratch, builtin):
+        block.gamma.set_data(np.array(gamma))
+        block.beta.set_data(np.array(beta))
+    return scratch, builtin
+
+
+def _train_step(block, x, dy):
+    """Forward under record, backward with output gradient dy; returns (y, dx, dgamma, dbeta)."""
+    x = x.copy()
+    x.attach_grad()
+    with autograd.record():
+        y = block(x)
+    y.backward(dy)
+    return y.asnumpy(), x.grad.asnumpy(), block.gamma.grad().asnumpy(), block.beta.grad().asnumpy()
+
+
+# ------------------------------------------------------------------------------------ threads
+def test_importing_the_gluon_side_leaves_torch_threads_as_they_were():
+    """A plain ``import mxnet`` can set OpenMP (shared with torch) to one thread; bncourse.gluon undoes it."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "OMP_NUM_THREADS")}
+    code = "import torch; n = torch.get_num_threads(); import bncourse.gluon; print(n, torch.get_num_threads())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    before, after = out.stdout.split()
+    assert after == before
+    assert out.stderr == "", out.stderr  # importing prints no warnings
+
+
+# ------------------------------------------------------------------------------------ batch_norm
+@pytest.mark.parametrize("kind", SHAPES)
+def test_batch_norm_training_normalizes_and_updates_statistics(kind):
+    shape = SHAPES[kind]
+    x = _random(shape)
+    c = shape[1]
+    axes = (0,) if len(shape) == 2 else (0, 2, 3)
+    with autograd.record():
+        y, mean, var = G.batch_norm(np.array(x), np.ones(c), np.zeros(c), np.zeros(c), np.ones(c))
+    y = y.asnumpy()
+    assert y.shape == shape
+    onp.testing.assert_allclose(y.mean(axis=axes), 0, atol=1e-5)
+    onp.testing.assert_allclose(y.var(axis=axes), 1, atol=1e-3)
+    onp.testing.assert_allclose(mean.asnumpy(), 0.1 * x.mean(axis=axes), rtol=1e-5, atol=1e-6)
+    onp.testing.assert_allclose(var.asnumpy(), 0.9 + 0.1 * x.var(axis=axes), rtol=1e-5)
+
+
+def test_batch_norm_prediction_uses_moving_statistics_and_keeps_them():
+    x = _random((6, 4))
+    rm, rv = _random((4,), 3), onp.abs(_random((4,), 4)) + 0.5
+    gamma, beta = _random((4,), 5), _random((4,), 6)
+    y, mean, var = G.batch_norm(np.array(x), np.array(gamma), np.array(beta), np.array(rm), np.array(rv))
+    expected = gamma * (x - rm) / onp.sqrt(rv + 1e-5) + beta
+    onp.testing.assert_allclose(y.asnumpy(), expected, rtol=1e-5, atol=1e-5)
+    onp.testing.assert_array_equal(mean.asnumpy(), rm)
+    onp.testing.assert_array_equal(var.asnumpy(), rv)
+
+
+def test_batch_norm_rejects_bad_input():
+    c = np.ones(3)
+    with pytest.raises(TypeError, match="mxnet.np.ndarray"):
+        G.batch_norm(torch.ones(2, 3), c, c, c, c)
+    with pytest.raises(ValueError, match=r"\(N, C\) or \(N, C, H, W\)"):
+        G.batch_norm(np.ones((2, 3, 4)), c, c, c, c)
+    with pytest.raises(ValueError, match="gamma must have shape"):
+        G.batch_norm(np.ones((2, 3)), np.ones(4), c, c, c)
+    with pytest.raises(ValueError, match="momentum"):
+        G.batch_norm(np.ones((2, 3)), c, c, c, c, momentum=1.5)
+    with pytest.raises(ValueError, match="eps"):
+        G.batch_norm(np.ones((2, 3)), c, c, c, c, eps=0.0)
+
+
+def test_block_rejects_bad_construction_and_input():
+    with pytest.raises(ValueError, match="num_features"):
+        G.BatchNorm(0)
+    with pytest.raises(ValueError, match="momentum"):
+        G.BatchNorm(3, momentum=-0.1)
+    block = G.BatchNorm(3)
+    block.initialize()
+    with pytest.raises(ValueError, match=r"\(N, 3\)"):
+        block(np.ones((2, 4)))
+    with pytest.raises(TypeError):
+        block(onp.ones((2, 3)))
+
+
+# ------------------------------------------------------------------- scratch == gluon.nn.BatchNorm
+@pytest.mark.parametrize("kind", SHAPES)
+def test_scratch_block_equals_gluon_batchnorm(kind):
+    shape = SHAPES[kind]
+    scratch, builtin = _pair(shape)
+    assert [p.split("_", 1)[1] for p in scratch.collect_params()] == [p.split("_", 1)[1] for p in builtin.collect_params()]
+    for step in range(4):  # forward + backward (training), several steps
+        x = np.array(_random(shape, seed=10 + step, shift=step))
+        dy = np.array(_random(shape, seed=20 + step))
+        for got, want in zip(_train_step(scratch, x, dy), _train_step(builtin, x, dy)):
+            onp.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+        for name in ("running_mean", "running_var"):
+            onp.testing.assert_allclose(
+                getattr(scratch, name).data().asnumpy(), getattr(builtin, name).data().asnumpy(), rtol=1e-5, atol=1e-6
+            )
+    x = np.array(_random(shape, seed=99))
+    onp.testing.assert_allclose(scratch(x).asnumpy(), builtin(x).asnumpy(), rtol=1e-4, atol=1e-4)  # prediction
+
+
+def test_scratch_block_moving_statistics_move_only_in_training():
+    block = G.BatchNorm(4)
+    block.initialize()
+    x = np.array(_random((10, 4)))
+    block(x)  # outside record(): prediction
+    onp.testing.assert_array_equal(block.running_mean.data().asnumpy(), onp.zeros(4))
+    with autograd.record():
+        block(x)  # the scratch block updates in its forward pass
+    assert abs(block.running_mean.data().asnumpy()).sum() > 0
+    assert "BatchNorm(4" in repr(block)
+
+
+# ------------------------------------------------------------------ Gluon == PyTorch, conventions
+@pytest.mark.parametrize("kind", SHAPES)
+def test_gluon_matches_pytorch_outputs_and_gradients(kind):
+    shape = SHAPES[kind]
+    c = shape[1]
+    x_np, dy_np = _random(shape, 1), _random(shape, 2)
+    gamma, beta = _random((c,), 3, 0.5, 1.0), _random((c,), 4, 0.5, 0.0)
+    torch_bn = (torch.nn.BatchNorm1d if len(shape) == 2 else torch.nn.BatchNorm2d)(c)
+    with torch.no_grad():
+        torch_bn.weight.copy_(torch.from_numpy(gamma))
+        torch_bn.bias.copy_(torch.from_numpy(beta))
+    xt = torch.from_numpy(x_np).requires_grad_()
+    yt = torch_bn(xt)
+    yt.backward(torch.from_numpy(dy_np))
+    for block in _pair(shape):
+        block.gamma.set_data(np.array(gamma))
+        block.beta.set_data(np.array(beta))
+        y, dx, dgamma, dbeta = _train_step(block, np.array(x_np), np.array(dy_np))
+        onp.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-4, atol=1e-4)
+        onp.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-3, atol=1e-4)
+        onp.testing.assert_allclose(dgamma, torch_bn.weight.grad.numpy(), rtol=1e-4, atol=1e-4)
+        onp.testing.assert_allclose(dbeta, torch_bn.bias.grad.numpy(), rtol=1e-4, atol=1e-4)
+        # moving statistics agree once the conventions are mapped: the mean directly (0.9 <-> 0.1) ...
+        onp.testing.assert_allclose(block.running_mean.data().asnumpy(), torch_bn.running_mean.numpy(), rtol=1e-5, atol=1e-6)
+        # ... the variance after rescaling PyTorch's unbiased batch variance to the biased one
+        m = x_np.size // c
+        torch_batch_var = (torch_bn.running_var.numpy() - 0.9) / 0.1
+        onp.testing.assert_allclose(
+            block.running_var.data().asnumpy(), 0.9 + 0.1 * torch_batch_var * (m - 1) / m, rtol=1e-4
+        )
+
+
+def test_pinned_gluon_conventions():
+    """Facts of mxnet 1.9.1's gluon.nn.BatchNorm that the notebook's conventions table states."""
+    x_np = _random((8, 3))
+    axes = 0
+    bn = nn.BatchNorm(in_channels=3)
+    bn.initialize()
+    assert bn._kwargs["momentum"] == 0.9 and bn._kwargs["eps"] == 1e-5  # defaults
+    assert torch.nn.BatchNorm1d(3).momentum == 0.1 and torch.nn.BatchNorm1d(3).eps == 1e-5
+    x = np.array(x_np)
+    # a forward outside record() runs in prediction mode: moving statistics (0, 1) are used
+    onp.testing.assert_allclose(bn(x).asnumpy(), x_np / onp.sqrt(1 + 1e-5), rtol=1e-5)
+    # a forward under record() without backward leaves the moving statistics unchanged ...
+    with autograd.record():
+        bn(x)
+    onp.testing.assert_array_equal(bn.running_mean.data().asnumpy(), onp.zeros(3))
+    onp.testing.assert_array_equal(bn.running_var.data().asnumpy(), onp.ones(3))
+    # ... the backward pass updates them; momentum is the weight of the old value
+    with autograd.record():
+        y = bn(x)
+    y.backward()
+    onp.testing.assert_allclose(bn.running_mean.data().asnumpy(), 0.1 * x_np.mean(axis=axes), rtol=1e-5, atol=1e-7)
+    # moving_var is fed the biased batch variance ...
+    onp.testing.assert_allclose(bn.running_var.data().asnumpy(), 0.9 + 0.1 * x_np.var(axis=axes), rtol=1e-5)
+    assert not onp.allclose(bn.running_var.data().asnumpy(), 0.9 + 0.1 * x_np.var(axis=axes, ddof=1), rtol=1e-4)
+    # ... while PyTorch's running_var is fed the unbiased one
+    tbn = torch.nn.BatchNorm1d(3)
+    tbn(torch.from_numpy(x_np))
+    onp.testing.assert_allclose(tbn.running_var.numpy(), 0.9 + 0.1 * x_np.var(axis=axes, ddof=1), rtol=1e-5)
+    # autograd.train_mode() without record(): batch statistics, and no update (no backward)
+    before = bn.running_mean.data().asnumpy()
+    with autograd.train_mode():
+        y = bn(x).asnumpy()
+    onp.testing.assert_allclose(y.mean(axis=0), bn.beta.data().asnumpy(), atol=1e-5)
+    onp.testing.assert_array_equal(bn.running_mean.data().asnumpy(), before)
+
+
+# ------------------------------------------------------------------------------------ LeNet
+@pytest.mark.parametrize("norm", G.NORM_LAYERS)
+def test_lenet_shapes_and_layers(norm):
+    net = G.LeNet(batch_norm=True, norm_layer=norm)
+    net.initialize()
+    assert net(np.ones((3, 1, 28, 28))).shape == (3, 10)
+    layers = G.batchnorm_layers(net)
+    assert [type(b) for b in layers] == [G.BatchNorm if norm == "scratch" else nn.BatchNorm] * 4
+    plain = G.LeNet()
+    plain.initialize()
+    assert not G.batchnorm_layers(plain) and plain(np.ones((2, 1, 28, 28))).shape == (2, 10)
+    weights = lambda n: sum(int(onp.prod(p.shape)) for p in n.collect_params().values() if p.grad_req != "null")  # noqa: E731
+    assert weights(net) == models.count_parameters(models.LeNet(batch_norm=True))
+    assert weights(plain) == models.count_parameters(models.LeNet())
+
+
+def test_lenet_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="norm_layer"):
+        G.LeNet(batch_norm=True, norm_layer="layer")
+    with pytest.raises(TypeError, match="norm_layer"):
+        G.LeNet(batch_norm=True, norm_layer=3)
+    with pytest.raises(ValueError, match="activation"):
+        G.LeNet(activation="gelu")
+    with pytest.raises(TypeError, match="batch_norm"):
+        G.LeNet(batch_norm=1)
+    with pytest.raises(ValueError, match="num_classes"):
+        G.LeNet(num_classes=0)
+    with pytest.raises(TypeError):
+        G.batchnorm_layers(torch.nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("norm", G.NORM_LAYERS)
+def test_lenet_from_torch_weights_computes_what_torch_computes(norm):
+    torch.manual_seed(0)
+    model = models.LeNet(batch_norm=True)
+    with torch.no_grad():  # non-trivial statistics and affine parameters
+        for bn in models.batchnorm_layers(model):
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.weight.uniform_(0.5, 1.5)
+    net = G.copy_torch_parameters(G.LeNet(batch_norm=True, norm_layer=norm), model)
+    x_np = _random((16, 1, 28, 28))
+    model.eval()
+    onp.testing.assert_allclose(net(np.array(x_np)).asnumpy(), model(torch.from_numpy(x_np)).detach().numpy(), rtol=1e-4, atol=1e-4)
+    model.train()
+    with autograd.record():
+        y = net(np.array(x_np))
+    onp.testing.assert_allclose(y.asnumpy(), model(torch.from_numpy(x_np)).detach().numpy(), rtol=1e-3, atol=1e-3)
+
+
+def test_copy_torch_parameters_rejects_mismatches():
+    with pytest.raises(ValueError, match="parameters"):
+        G.copy_torch_parameters(G.LeNet(batch_norm=True), models.LeNet())
+    with pytest.raises(TypeError):
+        G.copy_torch_parameters(models.LeNet(), models.LeNet())
+    with pytest.raises(TypeError):
+        G.to_numpy(onp.ones(2))
+
+
+# ------------------------------------------------------------------------------------ data
+def test_load_arrays_gives_the_torch_values():
+    tensors = data.load_tensors("MNIST", "test")
+    arrays = G.load_arrays("MNIST", "test")
+    assert len(arrays) == 10_000 and arrays.x.shape == (10_000, 1, 28, 28)
+    assert arrays.x.dtype == onp.float32 and arrays.classes == tensors.classes
+    onp.testing.assert_array_equal(arrays.x[:50].asnumpy(), tensors.x[:50].numpy())
+    onp.testing.assert_array_equal(arrays.y.asnumpy(), tensors.y.numpy())
+    small = arrays.subset(7)
+    assert len(small) == 7
+    with pytest.raises(ValueError):
+        arrays.subset(0)
+    with pytest.raises(TypeError):
+        G.from_tensors((tensors.x, tensors.y))
+    with pytest.raises(ValueError):
+        G.load_arrays("CIFAR10")
+
+
+def test_batches_follow_the_torch_order():
+    tensors = data.load_tensors("FashionMNIST", "test").subset(50)
+    arrays = G.from_tensors(tensors)
+    ours, theirs = arrays.batches(16, seed=3), tensors.batches(16, seed=3)
+    assert len(ours) == len(theirs) == 4 and ours.num_examples == 50
+    for _ in range(2):  # two epochs: a fresh permutation each, the same on both sides
+        for (xa, ya), (xt, yt) in zip(ours, theirs):
+            onp.testing.assert_array_equal(xa.asnumpy(), xt.numpy())
+            onp.testing.assert_array_equal(ya.asnumpy(), yt.numpy())
+    assert len(arrays.batches(16, drop_last=True)) == 3
+    with pytest.raises(ValueError):
+        G.ArrayBatches(np.ones((3, 2)), np.ones(4), 2)
+    with pytest.raises(TypeError):
+        G.ArrayBatches(onp.ones((3, 2)), np.ones(3), 2)
+
+
+# ------------------------------------------------------------------------------------ training
+@pytest.fixture(scope="module")
+def tiny():
+    train = G.load_arrays("FashionMNIST", "train").subset(512)
+    test = G.load_arrays("FashionMNIST", "test").subset(300)
+    return train, test
+
+
+@pytest.mark.parametrize("norm", G.NORM_LAYERS)
+def test_fit_and_evaluate(tiny, norm):
+    train, test = tiny
+    mx.random.seed(0)
+    net = G.LeNet(batch_norm=True, norm_layer=norm)
+    net.initialize()
+    trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.9})
+    history = G.fit(net, train.batches(64, seed=0), trainer, epochs=3, val=test, progress=False)
+    assert isinstance(history, History) and history.epochs == 3
+    assert len(history.val_accuracy) == 3 and all(v > 0 for v in history.examples_per_second)
+    assert history.train_loss[-1] < history.train_loss[0]
+    result = G.evaluate(net, test)
+    assert isinstance(result, Evaluation) and result.num_examples == 300
+    assert result.accuracy == pytest.approx(history.val_accuracy[-1])
+    assert len(result.per_class_accuracy) == 10 and result.accuracy > 0.2  # chance is 0.1
+    # evaluation changes nothing, in either mode
+    saved = {k: p.data().asnumpy() for k, p in net.collect_params().items()}
+    batch = G.evaluate(net, (test.x, test.y), batch_size=100, mode="batch")
+    assert batch.num_examples == 300 and batch.loss != result.loss  # batch statistics differ from moving ones
+    for k, p in net.collect_params().items():
+        onp.testing.assert_array_equal(p.data().asnumpy(), saved[k])
+
+
+def test_batch_statistics_restores_the_moving_statistics():
+    net = G.LeNet(batch_norm=True, norm_layer="scratch")
+    net.initialize()
+    before = [b.running_var.data().asnumpy() for b in G.batchnorm_layers(net)]
+    with G.batch_statistics(net):
+        assert autograd.is_training()
+        net(np.array(_random((8, 1, 28, 28))))
+        assert not onp.allclose(G.batchnorm_layers(net)[0].running_var.data().asnumpy(), before[0])
+    assert not autograd.is_training()
+    for b, want in zip(G.batchnorm_layers(net), before):
+        onp.testing.assert_array_equal(b.running_var.data().asnumpy(), want)
+
+
+def test_training_functions_reject_bad_input(tiny):
+    train, test = tiny
+    net = G.LeNet(batch_norm=True)
+    net.initialize()
+    trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.1})
+    with pytest.raises(ValueError, match="epochs"):
+        G.fit(net, train.batches(64), trainer, epochs=0)
+    with pytest.raises(TypeError, match="val"):
+        G.fit(net, train.batches(64), trainer, epochs=1, val=data.load_tensors("MNIST", "test"))
+    with pytest.raises(TypeError, match="Trainer"):
+        G.train_epoch(net, train.batches(64), torch.optim.SGD(models.LeNet().parameters(), lr=0.1))
+    with pytest.raises(TypeError, match="Block"):
+        G.train_epoch(models.LeNet(), train.batches(64), trainer)
+    with pytest.raises(ValueError, match="no examples"):
+        G.train_epoch(net, [], trainer)
+    with pytest.raises(ValueError, match="mode"):
+        G.evaluate(net, test, mode="train")
+    with pytest.raises(ValueError, match="batch_size"):
+        G.evaluate(net, test, batch_size=0)
+    with pytest.raises(TypeError, match="ArrayData"):
+        G.evaluate(net, (test.x.asnumpy(), test.y.asnumpy()))
+    with pytest.raises(TypeError):
+        G.batch_statistics(models.LeNet()).__enter__()
