@@ -90,22 +90,31 @@ class BatchNormFunction(torch.autograd.Function):
 
     ``apply(x, gamma, beta, eps)`` returns ``(y, mean, var)``; ``mean`` and ``var`` (biased, shape
     ``(C,)``) are not differentiable and serve the running statistics. ``gamma`` and ``beta`` may
-    be ``None`` (no affine transform). Only first derivatives are implemented.
+    be ``None`` (no scale, no shift). Only first derivatives are implemented.
     """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, gamma: torch.Tensor | None, beta: torch.Tensor | None, eps: float):
         dims = _reduce_dims(x)
-        var, mean = torch.var_mean(x, dim=dims, keepdim=True, correction=0)
+        m = x.numel() // x.shape[1]
+        # Two passes (mean, then the mean of squared deviations): accurate even for large offsets,
+        # and on the CPU plain sums are much faster than torch.var_mean over the batch axis.
+        mean = x.sum(dims, keepdim=True).div_(m)
+        x_centered = x - mean
+        var = (x_centered * x_centered).sum(dims, keepdim=True).div_(m)
         invstd = torch.rsqrt(var + eps)
-        x_hat = (x - mean).mul_(invstd)
-        if gamma is not None:
+        x_hat = x_centered.mul_(invstd)
+        if gamma is not None and beta is not None:
             y = torch.addcmul(_per_channel(beta, x.dim()), x_hat, _per_channel(gamma, x.dim()))
+        elif gamma is not None:
+            y = x_hat * _per_channel(gamma, x.dim())
+        elif beta is not None:
+            y = x_hat + _per_channel(beta, x.dim())
         else:
-            y = x_hat.clone()
+            y = x_hat.clone()  # the output must not be the saved tensor, which may be modified in place
         ctx.save_for_backward(x_hat, invstd, gamma)
         ctx.dims = dims
-        ctx.m = x.numel() // x.shape[1]
+        ctx.m = m
         mean, var = mean.view(-1), var.view(-1)
         ctx.mark_non_differentiable(mean, var)
         ctx.set_materialize_grads(False)
@@ -127,8 +136,8 @@ class BatchNormFunction(torch.autograd.Function):
             # dx = scale*dy - scale*dbeta/m - x_hat*scale*dgamma/m, as two fused multiply-adds
             dx = torch.addcmul(scale * dbeta * (-1.0 / m), x_hat, scale * dgamma * (-1.0 / m))
             dx.addcmul_(dy, scale)
-        grad_gamma = dgamma.view(-1) if (need_gamma and gamma is not None) else None
-        grad_beta = dbeta.view(-1) if (need_beta and gamma is not None) else None
+        grad_gamma = dgamma.view(-1) if need_gamma else None
+        grad_beta = dbeta.view(-1) if need_beta else None
         return dx, grad_gamma, grad_beta, None
 
 
@@ -155,7 +164,7 @@ def batch_norm(
     Args:
         x: input of shape (N, C), (N, C, L) or (N, C, H, W), floating point.
         gamma: scale, shape (C,), or ``None`` for no scaling.
-        beta: shift, shape (C,), or ``None`` for no shift (``gamma`` and ``beta`` go together).
+        beta: shift, shape (C,), or ``None`` for no shift.
         running_mean: buffer of shape (C,) or ``None``.
         running_var: buffer of shape (C,) or ``None`` (given together with ``running_mean``).
         training: use (and record) batch statistics, or use the running ones.
@@ -174,8 +183,6 @@ def batch_norm(
     channels = x.shape[1]
     for name, t in (("gamma", gamma), ("beta", beta), ("running_mean", running_mean), ("running_var", running_var)):
         _check_vector(name, t, channels)
-    if (gamma is None) != (beta is None):
-        raise ValueError("gamma and beta must both be tensors (affine) or both be None")
     if (running_mean is None) != (running_var is None):
         raise ValueError("running_mean and running_var must both be tensors or both be None")
     if not isinstance(training, bool):
@@ -223,12 +230,13 @@ class BatchNorm(nn.Module):
         track_running_stats: keep ``running_mean``, ``running_var`` and ``num_batches_tracked``
             buffers and use them in eval mode; without them eval mode uses batch statistics.
         device, dtype: where and in which precision to create parameters and buffers.
+        bias: with ``affine``, also learn the shift beta (torch's keyword of the same name).
 
     Example:
         >>> from bncourse.models import MLP
         >>> model = MLP((784, 32, 10), batch_norm=True, norm_layer=BatchNorm)
         >>> model[2]
-        BatchNorm(32, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True)
+        BatchNorm(32, eps=1e-05, momentum=0.1, affine=True, bias=True, track_running_stats=True)
     """
 
     def __init__(
@@ -240,6 +248,8 @@ class BatchNorm(nn.Module):
         track_running_stats: bool = True,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        *,
+        bias: bool = True,
     ) -> None:
         super().__init__()
         if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
@@ -250,7 +260,7 @@ class BatchNorm(nn.Module):
             isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum <= 1.0
         ):
             raise ValueError(f"momentum must be a number in [0, 1] or None (cumulative average), got {momentum!r}")
-        for name, flag in (("affine", affine), ("track_running_stats", track_running_stats)):
+        for name, flag in (("affine", affine), ("track_running_stats", track_running_stats), ("bias", bias)):
             if not isinstance(flag, bool):
                 raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
         factory = {"device": device, "dtype": dtype}
@@ -261,7 +271,10 @@ class BatchNorm(nn.Module):
         self.track_running_stats = track_running_stats
         if affine:
             self.weight = nn.Parameter(torch.ones(num_features, **factory))
-            self.bias = nn.Parameter(torch.zeros(num_features, **factory))
+            if bias:
+                self.bias = nn.Parameter(torch.zeros(num_features, **factory))
+            else:
+                self.register_parameter("bias", None)
         else:
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
@@ -284,9 +297,10 @@ class BatchNorm(nn.Module):
     def reset_parameters(self) -> None:
         """Reset the running statistics and set gamma to 1 and beta to 0."""
         self.reset_running_stats()
-        if self.affine:
-            with torch.no_grad():
+        with torch.no_grad():
+            if self.weight is not None:
                 self.weight.fill_(1.0)
+            if self.bias is not None:
                 self.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -315,7 +329,7 @@ class BatchNorm(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
-            f"track_running_stats={self.track_running_stats}"
+            f"bias={self.bias is not None}, track_running_stats={self.track_running_stats}"
         )
 
 
