@@ -8,6 +8,14 @@ Each module holds one concept the notebooks use:
 - :mod:`bncourse.train`    -- the training loop and its per-epoch history.
 - :mod:`bncourse.evaluate` -- test loss, accuracy, per-class accuracy, batch- vs population-statistics.
 - :mod:`bncourse.plots`    -- the figures.
+- :mod:`bncourse.layers`   -- batch normalization from scratch: the pure function, the module, its
+  hand-derived backward pass, folding into the previous layer (notebook 02).
+- :mod:`bncourse.diagnostics` -- hooks recording activation and gradient statistics and update ratios (notebook 01).
+- :mod:`bncourse.experiments` -- controlled sweeps: normalizations, learning rates, batch sizes (notebook 04).
+- :mod:`bncourse.gluon`    -- the MXNet Gluon port (notebook 05).
+- :mod:`bncourse.landscape` -- why BN helps, measured: noisy BN, internal covariate shift, the loss
+  landscape along the gradient (notebook 06).
+- :mod:`bncourse.exercises` -- self-checking exercises (check / hint / solution) (notebook 06).
 """
 
 __version__ = "0.1.0"
