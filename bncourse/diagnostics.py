@@ -34,6 +34,7 @@ __all__ = [
     "ACTIVATION_TYPES",
     "SATURATION_BOUNDS",
     "MAX_VALUES_PER_CALL",
+    "DEFERRED_MAX_VALUES",
     "activation_modules",
     "percentile_keys",
     "summarize",
@@ -59,6 +60,11 @@ SATURATION_BOUNDS: dict[type[nn.Module], tuple[float, float]] = {
 
 #: Larger tensors are summarized from an evenly strided subset of this many values.
 MAX_VALUES_PER_CALL: int = 1 << 20
+
+#: A recorded call with at most this many values is kept as a copy and summarized, together with
+#: the others, only when the history is read: during training it costs one copy. Larger calls are
+#: summarized at once (their copies would use too much memory).
+DEFERRED_MAX_VALUES: int = 4096
 
 Saturation = None | str | tuple[float, float] | Callable[[torch.Tensor], torch.Tensor]
 
@@ -120,24 +126,31 @@ def _saturation_fn(saturation: Saturation, module: nn.Module | None) -> Callable
     raise TypeError(f"saturation must be None, 'auto', a (low, high) pair or a callable, got {type(saturation).__name__}")
 
 
-def _summary_row(x: torch.Tensor, quantiles: torch.Tensor, saturated: Callable | None) -> torch.Tensor:
-    """``[mean, std, *percentiles, saturation]`` of every value of ``x`` as one float tensor (NaN: not measured)."""
-    x = x.detach().reshape(-1).float()
-    if x.numel() == 0:
+def _summary_rows(x: torch.Tensor, quantiles: torch.Tensor, saturated: Callable | None) -> torch.Tensor:
+    """Row ``i``: ``[mean, std, *percentiles, saturation]`` of ``x[i]`` (a 2-D tensor; NaN: not measured)."""
+    x = x.detach().float()
+    if x.shape[1] == 0:
         raise ValueError("cannot summarize an empty tensor")
-    if x.numel() > MAX_VALUES_PER_CALL:
-        x = x[:: -(-x.numel() // MAX_VALUES_PER_CALL)]
-    parts = [x.mean().reshape(1), x.std(correction=0).reshape(1)]
+    std, mean = torch.std_mean(x, dim=1, correction=0)
+    parts = [mean[:, None], std[:, None]]
     if quantiles.numel():
-        parts.append(torch.quantile(x, quantiles.to(x.device)))
+        parts.append(torch.quantile(x, quantiles.to(x.device), dim=1).T)
     if saturated is None:
-        parts.append(torch.full((1,), math.nan, device=x.device))
+        parts.append(torch.full((x.shape[0], 1), math.nan, device=x.device))
     else:
         mask = saturated(x)
         if not isinstance(mask, torch.Tensor) or mask.shape != x.shape:
-            raise ValueError("a saturation callable must return a boolean tensor shaped like its input")
-        parts.append(mask.float().mean().reshape(1))
-    return torch.cat(parts)
+            raise ValueError("a saturation callable must be elementwise: a boolean tensor shaped like its input")
+        parts.append(mask.float().mean(dim=1, keepdim=True))
+    return torch.cat(parts, dim=1)
+
+
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    """All values of ``x`` as one row (a strided subset beyond :data:`MAX_VALUES_PER_CALL`)."""
+    x = x.detach().reshape(1, -1)
+    if x.shape[1] > MAX_VALUES_PER_CALL:
+        x = x[:, :: -(-x.shape[1] // MAX_VALUES_PER_CALL)]
+    return x
 
 
 def _row_to_dict(values: Sequence[float], keys: Sequence[str], has_saturation: bool) -> dict[str, float | None]:
@@ -174,7 +187,7 @@ def summarize(
     fn = _saturation_fn(saturation, None)
     q = torch.tensor([p / 100 for p in ps], dtype=torch.float32)
     keys = ["mean", "std", *percentile_keys(ps)]
-    return _row_to_dict(_summary_row(x, q, fn).tolist(), keys, fn is not None)
+    return _row_to_dict(_summary_rows(_flat(x), q, fn)[0].tolist(), keys, fn is not None)
 
 
 def activation_modules(model: nn.Module) -> dict[str, nn.Module]:
@@ -222,7 +235,8 @@ class _Recorder:
 
     def __init__(self) -> None:
         self._handles: list = []
-        self._rows: dict[str, list[tuple[int, torch.Tensor]]] = {}
+        # name -> (step, tensor, deferred): a summary row, or (deferred) the raw values to summarize.
+        self._rows: dict[str, list[tuple[int, torch.Tensor, bool]]] = {}
         self._history: dict[str, list[dict]] = {}
 
     # the hooks --------------------------------------------------------------------------------
@@ -253,6 +267,22 @@ class _Recorder:
     def _to_dict(self, name: str, step: int, values: list[float]) -> dict:  # pragma: no cover - overridden
         raise NotImplementedError
 
+    def _summarize_deferred(self, name: str, values: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def _summaries(self, name: str, entries: list[tuple[int, torch.Tensor, bool]]) -> list[torch.Tensor]:
+        """One summary row per entry; deferred entries of equal length are summarized in one batch."""
+        rows: list[torch.Tensor | None] = [t if not deferred else None for _, t, deferred in entries]
+        by_length: dict[int, list[int]] = {}
+        for i, (_, t, deferred) in enumerate(entries):
+            if deferred:
+                by_length.setdefault(t.numel(), []).append(i)
+        for indices in by_length.values():
+            summary = self._summarize_deferred(name, torch.stack([entries[i][1] for i in indices]))
+            for i, row in zip(indices, summary):
+                rows[i] = row
+        return rows  # type: ignore[return-value]
+
     @property
     def history(self) -> dict[str, list[dict]]:
         """Name -> one dict per recorded call, oldest first (converted from tensors when read)."""
@@ -260,8 +290,8 @@ class _Recorder:
             done = self._history.setdefault(name, [])
             new = rows[len(done):]
             if new:
-                values = torch.stack([r for _, r in new]).tolist()
-                done.extend(self._to_dict(name, step, v) for (step, _), v in zip(new, values))
+                values = torch.stack(self._summaries(name, new)).tolist()
+                done.extend(self._to_dict(name, entry[0], v) for entry, v in zip(new, values))
         return {name: list(records) for name, records in self._history.items()}
 
     def series(self, name: str, key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -316,12 +346,17 @@ class _StatisticsRecorder(_Recorder):
         self._keys = ["mean", "std", *percentile_keys(self.percentiles)]
         self._rows = {name: [] for name in self.modules}
         self._calls = {name: 0 for name in self.modules}
-        #: Name -> the values seen on the last recorded call (detached CPU copy; only with ``keep_last``).
-        self.last: dict[str, torch.Tensor] = {}
+        self._last: dict[str, torch.Tensor] = {}
+
+    @property
+    def last(self) -> dict[str, torch.Tensor]:
+        """Name -> the values of the last recorded call (a detached CPU copy; only with ``keep_last``),
+        in the order of ``modules`` (input to output for the default modules)."""
+        return {name: self._last[name] for name in self.modules if name in self._last}
 
     def _reset_counters(self) -> None:
         self._calls = {name: 0 for name in self.modules}
-        self.last = {}
+        self._last = {}
 
     def _record(self, name: str, x: torch.Tensor) -> None:
         step = self._calls[name]
@@ -330,9 +365,15 @@ class _StatisticsRecorder(_Recorder):
             return
         with torch.no_grad():
             x = _select_unit(x, self.unit, name)
-            self._rows[name].append((step, _summary_row(x, self._quantiles, self._saturation[name])))
+            if x.numel() <= DEFERRED_MAX_VALUES:
+                self._rows[name].append((step, x.detach().reshape(-1).clone(), True))
+            else:
+                self._rows[name].append((step, _summary_rows(_flat(x), self._quantiles, self._saturation[name])[0], False))
             if self.keep_last:
-                self.last[name] = x.detach().to("cpu", copy=True)
+                self._last[name] = x.detach().to("cpu", copy=True)
+
+    def _summarize_deferred(self, name: str, values: torch.Tensor) -> torch.Tensor:
+        return _summary_rows(values, self._quantiles, self._saturation[name])
 
     def _to_dict(self, name: str, step: int, values: list[float]) -> dict:
         record = {"step": step}
@@ -551,7 +592,7 @@ class UpdateRatioTracker(_Recorder):
                 before = self._before[name]
                 update = torch.linalg.vector_norm(p.detach() - before)
                 weight = torch.linalg.vector_norm(before)
-                self._rows[name].append((step, torch.stack([update / weight, update, weight]).float()))
+                self._rows[name].append((step, torch.stack([update / weight, update, weight]).float(), False))
         self._before = None
 
     def _to_dict(self, name: str, step: int, values: list[float]) -> dict:

@@ -218,3 +218,344 @@ def plot_gradient_landscape(runs: Mapping[str, object], probe: str = "landscape"
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# Notebook 01: the intuition, measured (bncourse.diagnostics)
+# --------------------------------------------------------------------------------------------------
+
+def _check_nested(name: str, values: Mapping, inner: str) -> None:
+    if not isinstance(values, Mapping) or not values:
+        raise TypeError(f"{name} must be a non-empty mapping of label -> {inner}")
+    for label, v in values.items():
+        if not isinstance(v, Mapping) or not v:
+            raise TypeError(f"{name}[{label!r}] must be a non-empty mapping of layer name -> {inner}")
+
+
+def _depth_colors(n: int) -> list:
+    """``n`` colors from shallow (dark) to deep (light)."""
+    return [plt.cm.viridis(i / max(n - 1, 1) * 0.9) for i in range(n)]
+
+
+def plot_step_curves(
+    curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    ylabel: str,
+    title: str | None = None,
+    logy: bool = False,
+    ax=None,
+) -> Figure:
+    """Lines of a quantity against the training step, one per run (e.g. test accuracy every 500 steps).
+
+    Args:
+        curves: label -> ``(steps, values)`` of equal lengths.
+        ylabel: what the values are.
+        title: panel title.
+        logy: logarithmic y axis.
+        ax: draw into this Axes (default: a new figure).
+    """
+    if not isinstance(curves, Mapping) or not curves:
+        raise TypeError("curves must be a non-empty mapping of label -> (steps, values)")
+    for label, c in curves.items():
+        if not isinstance(c, (tuple, list)) or len(c) != 2 or len(c[0]) != len(c[1]) or len(c[0]) == 0:
+            raise ValueError(f"curves[{label!r}] must be a pair (steps, values) of equal, non-zero lengths")
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    else:
+        fig = ax.figure
+    for label, (steps, values) in curves.items():
+        ax.plot(np.asarray(steps), np.asarray(values, dtype=float), label=label)
+    ax.set_xlabel("training step")
+    ax.set_ylabel(ylabel)
+    if logy:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_layer_histograms(
+    values: Mapping[str, Mapping[str, object]],
+    bins: int = 40,
+    title: str | None = None,
+    xlabel: str = "value",
+) -> Figure:
+    """One histogram per layer (columns) and network (rows), x axis shared along each row.
+
+    Sharing the x axis within a network shows the layers on one scale: a layer whose values
+    (activations, or gradients that have vanished) are much narrower than the others shrinks to a
+    spike.
+
+    Args:
+        values: label -> layer name -> tensor or array of values (e.g. ``ActivationRecorder.last``).
+        bins: bins per histogram.
+        title: figure title.
+        xlabel: what the values are (bottom row).
+    """
+    _check_nested("values", values, "tensor of values")
+    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
+        raise ValueError(f"bins must be a positive int, got {bins!r}")
+    ncols = max(len(v) for v in values.values())
+    nrows = len(values)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.7 * ncols + 0.6, 1.7 * nrows + 0.5), squeeze=False, sharey="row")
+    for r, (label, layers) in enumerate(values.items()):
+        arrays = {name: np.asarray(v.detach().cpu() if hasattr(v, "detach") else v, dtype=float).ravel() for name, v in layers.items()}
+        lo = min(a.min() for a in arrays.values())
+        hi = max(a.max() for a in arrays.values())
+        if lo == hi:
+            lo, hi = lo - 0.5, hi + 0.5
+        edges = np.linspace(lo, hi, bins + 1)
+        colors = _depth_colors(len(arrays))
+        for c, ((name, a), color) in enumerate(zip(arrays.items(), colors)):
+            ax = axes[r][c]
+            weights = np.full(a.shape, 1.0 / a.size)
+            ax.hist(a, bins=edges, weights=weights, color=color)
+            ax.set_title(f"{label}: {name}" if c == 0 else name, fontsize=8)
+            ax.tick_params(labelsize=6)
+            ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 3))
+            ax.xaxis.get_offset_text().set_fontsize(6)
+            if r == nrows - 1:
+                ax.set_xlabel(xlabel, fontsize=7)
+        for c in range(len(arrays), ncols):
+            axes[r][c].set_visible(False)
+        axes[r][0].set_ylabel("fraction", fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_layer_series(
+    records: Mapping[str, Mapping[str, Sequence[Mapping[str, float]]]],
+    key: str,
+    ylabel: str | None = None,
+    title: str | None = None,
+    logy: bool = False,
+    reference: float | None = None,
+) -> Figure:
+    """One statistic of every layer over training: one panel per network, one line per layer.
+
+    Args:
+        records: label -> layer name -> records with ``"step"`` and ``key``, e.g.
+            ``ActivationRecorder.history``, ``GradientRecorder.history`` or ``UpdateRatioTracker.history``.
+        key: the statistic, e.g. ``"std"``, ``"saturation"``, ``"ratio"``.
+        ylabel: y label (default ``key``).
+        title: figure title.
+        logy: logarithmic y axis (shared by the panels).
+        reference: draw a dashed horizontal line at this value (e.g. ``1e-3`` for update ratios).
+    """
+    _check_nested("records", records, "list of records")
+    for label, layers in records.items():
+        for name, recs in layers.items():
+            if not recs or "step" not in recs[0] or key not in recs[0]:
+                raise ValueError(f"records[{label!r}][{name!r}] must be a non-empty list of dicts with 'step' and {key!r}")
+    fig, axes = plt.subplots(1, len(records), figsize=(4.6 * len(records), 3.3), sharey=True, squeeze=False)
+    for ax, (label, layers) in zip(axes[0], records.items()):
+        for (name, recs), color in zip(layers.items(), _depth_colors(len(layers))):
+            ys = [np.nan if r[key] is None else r[key] for r in recs]
+            ax.plot([r["step"] for r in recs], ys, color=color, lw=1, label=name)
+        if reference is not None:
+            ax.axhline(reference, color="k", ls="--", lw=0.8)
+        if logy:
+            ax.set_yscale("log")
+        ax.set_title(label)
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(ylabel or key)
+    axes[0][-1].legend(fontsize=6, ncol=2, title="layer", title_fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_layer_profile(
+    profiles: Mapping[str, Mapping[str, float]],
+    ylabel: str,
+    title: str | None = None,
+    logy: bool = False,
+    ax=None,
+) -> Figure:
+    """A statistic against depth, one line per network (e.g. gradient std of each layer at initialization).
+
+    Args:
+        profiles: label -> layer name -> value, layers in order from input to output.
+        ylabel: what the values are.
+        title: panel title.
+        logy: logarithmic y axis.
+        ax: draw into this Axes (default: a new figure).
+    """
+    _check_nested("profiles", profiles, "value")
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5.5, 3.3))
+    else:
+        fig = ax.figure
+    for label, layers in profiles.items():
+        ax.plot(np.arange(1, len(layers) + 1), [float(v) for v in layers.values()], marker="o", ms=3, label=label)
+    ax.set_xlabel("layer (from input to output)")
+    ax.set_ylabel(ylabel)
+    if logy:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_normalization(before, after, bins: int = 30, title: str | None = None) -> Figure:
+    """Histograms of a batch before and after normalization, each titled with its mean and std.
+
+    Args:
+        before: the values fed to the normalization (tensor or array; all values pooled).
+        after: the normalized values.
+        bins: bins per histogram.
+        title: figure title.
+    """
+    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
+        raise ValueError(f"bins must be a positive int, got {bins!r}")
+    arrays = []
+    for name, v in (("before", before), ("after", after)):
+        if not hasattr(v, "__len__") and not hasattr(v, "detach"):
+            raise TypeError(f"{name} must be a tensor or an array, got {type(v).__name__}")
+        a = np.asarray(v.detach().cpu() if hasattr(v, "detach") else v, dtype=float).ravel()
+        if a.size == 0:
+            raise ValueError(f"{name} holds no values")
+        arrays.append(a)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.0))
+    for ax, a, label, color in zip(axes, arrays, ("input batch", "normalized batch"), ("tab:gray", "tab:blue")):
+        ax.hist(a, bins=bins, color=color)
+        ax.axvline(a.mean(), color="k", lw=1)
+        ax.set_title(f"{label}: mean {a.mean():+.2f}, std {a.std():.2f}")
+        ax.set_xlabel("value")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("count")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+# --- notebook 04: sweeps and the axes of each normalization ---------------------------------------
+
+from .experiments import SweepPoint  # noqa: E402  (appended section)
+
+#: y-axis labels of :class:`~bncourse.experiments.SweepPoint` metrics.
+SWEEP_METRIC_LABELS = {"train_loss": "final training loss", "test_accuracy": "test accuracy"}
+
+
+def plot_sweep(
+    results: Mapping[str, Sequence[SweepPoint]],
+    metric: str = "train_loss",
+    xlabel: str = "learning rate",
+    logx: bool = True,
+    logy: bool = False,
+    title: str | None = None,
+) -> Figure:
+    """One line per model of a sweep's ``metric`` against the swept value.
+
+    Runs that diverged have no finite value; they are drawn as crosses along the top edge of the panel,
+    in the colour of their line, so that *where* training broke down stays visible.
+
+    Args:
+        results: label -> the points of :func:`~bncourse.experiments.sweep_learning_rates` or
+            :func:`~bncourse.experiments.sweep_batch_sizes`.
+        metric: ``"train_loss"`` or ``"test_accuracy"``.
+        xlabel: label of the swept value.
+        logx, logy: logarithmic axes.
+        title: panel title.
+    """
+    if not isinstance(results, Mapping) or not results:
+        raise TypeError("results must be a non-empty mapping of label -> list of SweepPoint")
+    for label, points in results.items():
+        if not isinstance(points, Sequence) or not points or not all(isinstance(p, SweepPoint) for p in points):
+            raise TypeError(f"results[{label!r}] must be a non-empty sequence of SweepPoint")
+    if metric not in SWEEP_METRIC_LABELS:
+        raise ValueError(f"metric must be one of {list(SWEEP_METRIC_LABELS)}, got {metric!r}")
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    finite = [getattr(p, metric) for pts in results.values() for p in pts if not p.diverged]
+    top = max(finite) * (1.6 if logy else 1.1) if finite else 1.0
+    any_diverged = False
+    for label, points in results.items():
+        xs = [p.value for p in points if not p.diverged]
+        ys = [getattr(p, metric) for p in points if not p.diverged]
+        (line,) = ax.plot(xs, ys, marker="o", ms=4, label=label)
+        bad = [p.value for p in points if p.diverged]
+        if bad:
+            any_diverged = True
+            ax.plot(bad, [top] * len(bad), ls="none", marker="x", ms=9, mew=2, color=line.get_color())
+    if any_diverged:
+        ax.plot([], [], ls="none", marker="x", color="gray", label="diverged (NaN loss)")
+    if logx:
+        ax.set_xscale("log", base=2 if xlabel == "batch size" else 10)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(SWEEP_METRIC_LABELS[metric])
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def _normalization_sets(kind: str, n: int, c: int, groups: int) -> list[tuple[int, int, int, int]]:
+    """Each set of values normalized together, as a rectangle (n0, n1, c0, c1) of (example, channel) cells."""
+    if kind == "batch":
+        return [(0, n, ch, ch + 1) for ch in range(c)]
+    if kind == "layer":
+        return [(i, i + 1, 0, c) for i in range(n)]
+    if kind == "instance":
+        return [(i, i + 1, ch, ch + 1) for i in range(n) for ch in range(c)]
+    size = c // groups
+    return [(i, i + 1, g * size, (g + 1) * size) for i in range(n) for g in range(groups)]
+
+
+def plot_normalization_axes(num_examples: int = 4, num_channels: int = 6, groups: int = 2) -> Figure:
+    """Which values batch, layer, instance and group norm standardize together, side by side.
+
+    Each panel is an ``(N, C, H, W)`` activation seen from above: a column per example, a row per
+    channel, each square one whole H×W feature map (every normalization here always pools the H·W
+    values of a map). Thick outlines separate the sets that get their own mean and variance; one
+    set per panel is filled. Only batch norm's sets run across examples.
+    """
+    for name, value in (("num_examples", num_examples), ("num_channels", num_channels), ("groups", groups)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if num_channels % groups:
+        raise ValueError(f"groups ({groups}) must divide num_channels ({num_channels})")
+    panels = [
+        ("batch", "BatchNorm", "one set per channel:\nover N, H, W"),
+        ("layer", "LayerNorm", "one set per example:\nover C, H, W"),
+        ("instance", "InstanceNorm", "one set per example and channel:\nover H, W"),
+        ("group", f"GroupNorm ({groups} groups)", "one set per example and group:\nover C/G, H, W"),
+    ]
+    fig, axes = plt.subplots(1, 4, figsize=(13, 3.9))
+    for ax, (kind, name, rule) in zip(axes, panels):
+        sets = _normalization_sets(kind, num_examples, num_channels, groups)
+        chosen = sets[min(1, len(sets) - 1)] if kind in ("batch", "layer") else sets[len(sets) // 2]
+        for i in range(num_examples):
+            for ch in range(num_channels):
+                inside = chosen[0] <= i < chosen[1] and chosen[2] <= ch < chosen[3]
+                ax.add_patch(plt.Rectangle((i, ch), 1, 1, facecolor="tab:orange" if inside else "0.9",
+                                           edgecolor="white", lw=1))
+        for n0, n1, c0, c1 in sets:
+            ax.add_patch(plt.Rectangle((n0, c0), n1 - n0, c1 - c0, fill=False, edgecolor="0.15", lw=2))
+        ax.set_xlim(-0.1, num_examples + 0.1)
+        ax.set_ylim(num_channels + 0.1, -0.1)
+        ax.set_aspect("equal")
+        ax.set_xticks(np.arange(num_examples) + 0.5, [str(i) for i in range(num_examples)])
+        ax.set_yticks(np.arange(num_channels) + 0.5, [str(c) for c in range(num_channels)])
+        ax.tick_params(length=0)
+        ax.set_xlabel("example n")
+        ax.set_ylabel("channel c")
+        for side in ax.spines.values():
+            side.set_visible(False)
+        ax.set_title(f"{name}\n{rule}", fontsize=10)
+    fig.suptitle("Each square is one H×W feature map; outlined: values sharing one mean and variance", fontsize=10)
+    fig.tight_layout()
+    return fig
