@@ -9,6 +9,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from .evaluate import Evaluation
+from .experiments import SweepPoint
+from .landscape import ProbeRun
 from .train import History
 
 #: Human-readable labels of History metrics.
@@ -146,8 +148,6 @@ def plot_activation_drift(
 
 
 def _probe_results(runs: Mapping[str, object], probe: str) -> dict[str, tuple[list[int], list]]:
-    from .landscape import ProbeRun
-
     if not isinstance(runs, Mapping) or not runs:
         raise TypeError("runs must be a non-empty mapping of label -> bncourse.landscape.ProbeRun")
     out = {}
@@ -441,7 +441,6 @@ def plot_normalization(before, after, bins: int = 30, title: str | None = None) 
 
 # --- notebook 04: sweeps and the axes of each normalization ---------------------------------------
 
-from .experiments import SweepPoint  # noqa: E402  (appended section)
 
 #: y-axis labels of :class:`~bncourse.experiments.SweepPoint` metrics.
 SWEEP_METRIC_LABELS = {"train_loss": "final training loss", "test_accuracy": "test accuracy"}
