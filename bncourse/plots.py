@@ -237,6 +237,26 @@ def _depth_colors(n: int) -> list:
     return [plt.cm.viridis(i / max(n - 1, 1) * 0.9) for i in range(n)]
 
 
+def _line_panel(lines, xlabel: str, ylabel: str, title: str | None, logy: bool, ax, figsize: tuple[float, float], **plot_kw) -> Figure:
+    """Draw ``(label, x, y)`` lines into ``ax`` (or a new figure), with labels, grid, legend and title."""
+    if ax is None:
+        fig, ax = plt.subplots(figsize=figsize)
+    else:
+        fig = ax.figure
+    for label, x, y in lines:
+        ax.plot(x, y, label=label, **plot_kw)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if logy:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
 def plot_step_curves(
     curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
     ylabel: str,
@@ -258,22 +278,8 @@ def plot_step_curves(
     for label, c in curves.items():
         if not isinstance(c, (tuple, list)) or len(c) != 2 or len(c[0]) != len(c[1]) or len(c[0]) == 0:
             raise ValueError(f"curves[{label!r}] must be a pair (steps, values) of equal, non-zero lengths")
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(5.5, 3.4))
-    else:
-        fig = ax.figure
-    for label, (steps, values) in curves.items():
-        ax.plot(np.asarray(steps), np.asarray(values, dtype=float), label=label)
-    ax.set_xlabel("training step")
-    ax.set_ylabel(ylabel)
-    if logy:
-        ax.set_yscale("log")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    return fig
+    lines = [(label, np.asarray(steps), np.asarray(values, dtype=float)) for label, (steps, values) in curves.items()]
+    return _line_panel(lines, "training step", ylabel, title, logy, ax, figsize=(5.5, 3.4))
 
 
 def plot_layer_histograms(
@@ -388,22 +394,8 @@ def plot_layer_profile(
         ax: draw into this Axes (default: a new figure).
     """
     _check_nested("profiles", profiles, "value")
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(5.5, 3.3))
-    else:
-        fig = ax.figure
-    for label, layers in profiles.items():
-        ax.plot(np.arange(1, len(layers) + 1), [float(v) for v in layers.values()], marker="o", ms=3, label=label)
-    ax.set_xlabel("layer (from input to output)")
-    ax.set_ylabel(ylabel)
-    if logy:
-        ax.set_yscale("log")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    return fig
+    lines = [(label, np.arange(1, len(layers) + 1), [float(v) for v in layers.values()]) for label, layers in profiles.items()]
+    return _line_panel(lines, "layer (from input to output)", ylabel, title, logy, ax, figsize=(5.5, 3.3), marker="o", ms=3)
 
 
 def plot_normalization(before, after, bins: int = 30, title: str | None = None) -> Figure:
