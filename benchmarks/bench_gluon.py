@@ -17,7 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Row, best_time, ratio_row  # noqa: E402
+from common import Row, best_times, ratio_row  # noqa: E402
 
 from bncourse import data, layers, models  # noqa: E402
 from bncourse import gluon as G  # noqa: E402
@@ -55,7 +55,7 @@ def _torch_step(scratch: bool, x: torch.Tensor, y: torch.Tensor) -> Callable[[],
     return run
 
 
-def step_seconds(repeats: int = 3) -> dict[str, float]:
+def step_seconds(rounds: int = 7) -> dict[str, float]:
     """Best seconds per training step of each framework × implementation."""
     tensors = data.load_tensors("FashionMNIST", "train").subset(BATCH)
     arrays = G.from_tensors(tensors)
@@ -65,7 +65,7 @@ def step_seconds(repeats: int = 3) -> dict[str, float]:
         "PyTorch scratch BatchNorm": _torch_step(True, tensors.x, tensors.y),
         "PyTorch nn.BatchNorm2d/1d": _torch_step(False, tensors.x, tensors.y),
     }
-    return {name: best_time(run, repeats=repeats) / STEPS for name, run in runs.items()}
+    return {name: seconds / STEPS for name, seconds in best_times(runs, rounds=rounds).items()}
 
 
 def rows() -> list[Row]:

@@ -36,6 +36,24 @@ def best_time(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> fl
     return min(times)
 
 
+def best_times(runs: dict[str, Callable[[], object]], rounds: int = 7, warmup: int = 1) -> dict[str, float]:
+    """Best wall-clock seconds of each of ``runs``, timed in turn, round after round.
+
+    Interleaving the candidates spreads slow spells of a shared machine over all of them, so their
+    ratio is fairer than when each is timed in one block.
+    """
+    for fn in runs.values():
+        for _ in range(warmup):
+            fn()
+    best = {name: float("inf") for name in runs}
+    for _ in range(rounds):
+        for name, fn in runs.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
 def ratio_row(name: str, numerator: str, numerator_s: float, denominator: str, denominator_s: float,
               target_ratio: float, at_most: bool = True) -> Row:
     """A :class:`Row` whose ratio must be ``<= target_ratio`` (``at_most``) or ``>= target_ratio``."""

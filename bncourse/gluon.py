@@ -21,11 +21,13 @@ this module puts torch back at the thread count it had before.
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
+import numpy as onp
 import torch
 
 from . import config
@@ -63,6 +65,119 @@ def _check_array(x: object, name: str) -> None:
         raise TypeError(f"{name} must be an mxnet.np.ndarray, got {type(x).__name__}")
 
 
+@functools.lru_cache(maxsize=64)
+def _filled(shape: tuple[int, ...], value: float, dtype: str, ctx: mx.Context) -> np.ndarray:
+    """A cached constant array (never written to): saves an allocation per use."""
+    return np.full(shape, value, dtype=dtype, ctx=ctx)
+
+
+def _view(v, shape: tuple[int, ...]) -> np.ndarray:
+    """``v`` reshaped without copying (``mxnet.np``'s ``reshape`` copies; the legacy NDArray's is a view)."""
+    return (v if isinstance(v, mx.nd.NDArray) and not isinstance(v, np.ndarray) else v.as_nd_ndarray()).reshape(shape).as_np_ndarray()
+
+
+class _ChannelRows:
+    """The matrix layout :class:`BatchNormFunction` works in, for input of a given shape.
+
+    (N, C, H, W) input is viewed as (N·C, H·W), one row per (example, channel) pair, and a
+    per-channel value is broadcast as the (N·C, 1) column that lines up with those rows; (N, C)
+    input stays as it is, and a per-channel value is broadcast as a (1, C) row. Per-channel means
+    are matrix products with constant vectors: a dense layer whose weights are all 1/(H·W) averages
+    each row, and ``(1/N, ..., 1/N) @ (N, C)`` averages over the examples.
+    """
+
+    def __init__(self, x: np.ndarray) -> None:
+        self.shape, self.n, self.c = x.shape, x.shape[0], x.shape[1]
+        self.k = x.size // (self.n * self.c)  # values per (example, channel): H·W, or 1
+        self.m = self.n * self.k              # values per channel
+        self.dtype, self.ctx = onp.dtype(x.dtype).name, x.ctx
+
+    def rows(self, v) -> np.ndarray:
+        """The (N·C, H·W) view of a 4-D array (of this shape); a 2-D one as it is."""
+        return _view(v, (self.n * self.c, self.k)) if len(self.shape) == 4 else _view(v, self.shape)
+
+    def restore(self, rows: np.ndarray) -> np.ndarray:
+        """Back from :meth:`rows` to the input's shape."""
+        return _view(rows, self.shape)
+
+    def mean(self, rows: np.ndarray) -> np.ndarray:
+        """Per-channel means of ``rows``: a (C,) vector."""
+        if len(self.shape) == 4:  # mean of each row, then over the N rows of each channel
+            weights = _filled((1, self.k), 1.0 / self.k, self.dtype, self.ctx)
+            rows = _view(npx.fully_connected(rows, weights, num_hidden=1, no_bias=True), (self.n, self.c))
+        return np.dot(_filled((self.n,), 1.0 / self.n, self.dtype, self.ctx), rows)
+
+    def broadcast(self, v: np.ndarray) -> np.ndarray:
+        """A (C,) per-channel vector shaped to meet :meth:`rows` element by element."""
+        if len(self.shape) == 4:
+            return _view(np.tile(v, self.n), (-1, 1))
+        return _view(v, (1, -1))
+
+
+class BatchNormFunction(autograd.Function):
+    """Training-mode batch normalization with a hand-derived backward pass, as an ``autograd.Function``.
+
+    The Gluon twin of :class:`bncourse.layers.BatchNormFunction`. Forward, per channel over the
+    ``m`` values of the batch (``m = N`` or ``N·H·W``)::
+
+        mu = mean(x)    var = mean((x - mu)^2)    y = gamma * (x - mu) / sqrt(var + eps) + beta
+
+    Backward (``dy`` the incoming gradient, sums and means over the same ``m`` values, ``x_hat``
+    the normalized input)::
+
+        dbeta  = sum(dy)
+        dgamma = sum(dy * x_hat)
+        dx     = gamma / sqrt(var + eps) * (dy - mean(dy) - x_hat * mean(dy * x_hat))
+
+    Letting MXNet's autograd differentiate the forward pass gives the same numbers, but on a CPU it
+    is slow: every per-channel value broadcast in the forward pass becomes a multi-axis reduction
+    in the backward pass, and MXNet 1.9's reduction kernel is an order of magnitude slower than a
+    matrix product. So the work is done in a matrix layout (:class:`_ChannelRows`) where means are
+    matrix products and broadcasts run along rows. After a call, ``mean`` and ``var`` hold the
+    batch's statistics (biased variance) for the moving averages.
+
+    Args:
+        eps: added to the variance before the square root.
+    """
+
+    def __init__(self, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = float(eps)
+        self.mean: np.ndarray | None = None
+        self.var: np.ndarray | None = None
+        self.layout: _ChannelRows | None = None
+
+    def forward(self, x: np.ndarray, gamma: np.ndarray, beta: np.ndarray) -> np.ndarray:  # noqa: D102
+        layout = self.layout = _ChannelRows(x)
+        rows = layout.rows(x)
+        mean = layout.mean(rows)
+        centered = rows - layout.broadcast(mean)
+        var = layout.mean(centered * centered)  # biased: divides by m
+        inv_std = (var + self.eps) ** -0.5
+        scale = gamma * inv_std  # gamma / sqrt(var + eps), formed on the C values
+        self.mean, self.var = mean, var
+        # Save arrays made here, never gamma itself: the trainer may already have queued its update
+        # of gamma, which waits for this backward pass -- reading gamma in it would wait for the update.
+        self.save_for_backward(centered, inv_std, scale)
+        return layout.restore(centered * layout.broadcast(scale) + layout.broadcast(beta))
+
+    def backward(self, dy):  # noqa: D102 (mxnet passes and expects legacy NDArrays here)
+        centered, inv_std, scale = self.saved_tensors
+        layout = self.layout
+        dy = layout.rows(dy)
+        mean_dy = layout.mean(dy)
+        mean_dy_xhat = layout.mean(dy * centered) * inv_std  # x_hat = centered * inv_std
+        # x_hat * mean(dy * x_hat)  =  centered * (inv_std * mean_dy_xhat): per-channel factors meet first
+        dx = layout.broadcast(scale) * (dy - layout.broadcast(mean_dy) - centered * layout.broadcast(inv_std * mean_dy_xhat))
+        dgamma, dbeta = mean_dy_xhat * layout.m, mean_dy * layout.m
+        return layout.restore(dx).as_nd_ndarray(), dgamma.as_nd_ndarray(), dbeta.as_nd_ndarray()
+
+
+def _per_channel(v: np.ndarray, ndim: int) -> np.ndarray:
+    """View a (C,) vector so that it broadcasts against an input of ``ndim`` dimensions."""
+    return v.reshape((1, -1) + (1,) * (ndim - 2))
+
+
 def batch_norm(
     x: np.ndarray,
     gamma: np.ndarray,
@@ -78,7 +193,8 @@ def batch_norm(
     ``autograd.train_mode()``), false otherwise -- exactly as for ``gluon.nn.BatchNorm``:
 
     * training: normalize with this batch's mean and *biased* variance (over N for (N, C) input,
-      over N·H·W for (N, C, H, W)), and blend them into the moving statistics;
+      over N·H·W for (N, C, H, W)), through :class:`BatchNormFunction`, and blend them into the
+      moving statistics;
     * prediction: normalize with the moving statistics, which are returned unchanged.
 
     Args:
@@ -104,23 +220,17 @@ def batch_norm(
         raise ValueError(f"momentum must be in [0, 1] (Gluon's convention: weight of the old value), got {momentum}")
     if eps <= 0:
         raise ValueError(f"eps must be > 0, got {eps}")
-    shape = (1, channels) if x.ndim == 2 else (1, channels, 1, 1)
     if autograd.is_training():
-        axes = (0,) if x.ndim == 2 else (0, 2, 3)
-        mean = x.mean(axis=axes, keepdims=True)
-        centered = x - mean
-        var = (centered * centered).mean(axis=axes, keepdims=True)  # biased: divides by N (or N·H·W)
+        normalize = BatchNormFunction(eps)
+        y = normalize(x, gamma, beta)
         with autograd.pause():  # bookkeeping, not part of the function being differentiated
-            new_mean = momentum * running_mean + (1.0 - momentum) * mean.reshape(-1)
-            new_var = momentum * running_var + (1.0 - momentum) * var.reshape(-1)
-    else:  # prediction: the moving statistics stand in for the batch's
-        mean, var = running_mean.reshape(shape), running_var.reshape(shape)
-        centered = x - mean
-        new_mean, new_var = running_mean, running_var
-    # gamma * (x - mean) / sqrt(var + eps) + beta, with gamma / sqrt(var + eps) formed on the C values
-    # first: one multiplication of the big tensor instead of two (and fewer gradients to reduce)
-    scale = gamma.reshape(shape) / np.sqrt(var + eps)
-    return centered * scale + beta.reshape(shape), new_mean, new_var
+            new_mean = momentum * running_mean + (1.0 - momentum) * normalize.mean
+            new_var = momentum * running_var + (1.0 - momentum) * normalize.var
+        return y, new_mean, new_var
+    # prediction: the moving statistics stand in for the batch's -- a fixed affine map per channel
+    scale = gamma / np.sqrt(running_var + eps)
+    shift = beta - running_mean * scale
+    return x * _per_channel(scale, x.ndim) + _per_channel(shift, x.ndim), running_mean, running_var
 
 
 class BatchNorm(nn.Block):
