@@ -100,6 +100,59 @@ def test_batch_norm_rejects_bad_input():
         G.batch_norm(np.ones((2, 3)), c, c, c, c, eps=0.0)
 
 
+def _plain_formula(x, gamma, beta, eps=1e-5):
+    """Batch normalization written plainly, for MXNet's autograd to differentiate."""
+    axes = (0,) if x.ndim == 2 else (0, 2, 3)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    mean = x.mean(axis=axes, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
+    return gamma.reshape(shape) * (x - mean) / np.sqrt(var + eps) + beta.reshape(shape)
+
+
+@pytest.mark.parametrize("kind", SHAPES)
+def test_hand_derived_backward_equals_autograd_of_the_formula(kind):
+    shape = SHAPES[kind]
+    c = shape[1]
+    x_np, dy_np = _random(shape, 5, 3.0, 2.0), _random(shape, 6)
+    g_np, b_np = _random((c,), 7, 0.5, 1.0), _random((c,), 8)
+
+    def run(normalize):
+        x, gamma, beta = np.array(x_np), np.array(g_np), np.array(b_np)
+        for a in (x, gamma, beta):
+            a.attach_grad()
+        with autograd.record():
+            y = normalize(x, gamma, beta)
+        y.backward(np.array(dy_np))
+        return [a.asnumpy() for a in (y, x.grad, gamma.grad, beta.grad)]
+
+    function = G.BatchNormFunction(eps=1e-5)
+    for got, want in zip(run(function), run(_plain_formula)):
+        onp.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    axes = (0,) if len(shape) == 2 else (0, 2, 3)
+    onp.testing.assert_allclose(function.mean.asnumpy(), x_np.mean(axis=axes), rtol=1e-5, atol=1e-5)
+    onp.testing.assert_allclose(function.var.asnumpy(), x_np.var(axis=axes), rtol=1e-4)  # biased
+
+
+def test_trainer_step_right_after_backward_does_not_wait_forever():
+    """The hand backward must not read gamma: the trainer's queued update of gamma waits for it."""
+    code = (
+        "from bncourse import gluon as G\n"
+        "from mxnet import autograd, gluon, np, npx\n"
+        "net = G.LeNet(batch_norm=True, norm_layer='scratch'); net.initialize()\n"
+        "trainer = gluon.Trainer(net.collect_params(), 'sgd', {'learning_rate': 0.1})\n"
+        "x, y = np.random.uniform(size=(8, 1, 28, 28)), np.arange(8) % 10\n"
+        "for _ in range(3):\n"
+        "    with autograd.record():\n"
+        "        loss = gluon.loss.SoftmaxCrossEntropyLoss()(net(x), y)\n"
+        "    loss.backward()\n"
+        "    trainer.step(8)\n"
+        "npx.waitall()\n"
+        "print('done')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "done", out.stderr
+
+
 def test_block_rejects_bad_construction_and_input():
     with pytest.raises(ValueError, match="num_features"):
         G.BatchNorm(0)
