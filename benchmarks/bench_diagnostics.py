@@ -13,7 +13,7 @@ import torch
 from torch.nn import functional as F
 
 from bncourse import config, data, diagnostics, models, train
-from common import Row, best_time, ratio_row
+from common import Row, best_times, ratio_row
 
 STEPS = 200
 BATCH_SIZE = 60
@@ -57,13 +57,13 @@ def rows() -> list[Row]:
     try:
         for batch_norm in (False, True):
             label = "BN" if batch_norm else "plain"
-            base = best_time(_steps_fn(batch_norm, None), repeats=3)
+            runs = {recorder: _steps_fn(batch_norm, recorder) for recorder in (None, "one unit", "all layers")}
+            seconds = best_times(runs, rounds=7)  # timed in turn, so slow spells hit all three alike
             for recorder in ("one unit", "all layers"):
-                timed = best_time(_steps_fn(batch_norm, recorder), repeats=3)
                 out.append(ratio_row(
                     f"{STEPS} steps, {label} Figure-1 net: percentiles of {recorder}"
                     + (" (every step)" if recorder == "one unit" else " (every 10th step)"),
-                    "with recorder", timed, "without", base, 1.2,
+                    "with recorder", seconds[recorder], "without", seconds[None], 1.2,
                 ))
     finally:
         config.set_threads(threads)
