@@ -14,12 +14,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from common import Row, best_time, ratio_row
+from common import Row, best_times, ratio_row
 
 from bncourse.layers import BatchNorm, fold_batchnorm
 from bncourse.models import MLP, LeNet
 
-#: Training steps per timed call (one call is one sample of best_time).
+#: Training steps per timed call (one call is one sample of best_times).
 STEPS = 20
 
 
@@ -43,13 +43,10 @@ def training_step_row() -> Row:
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(64, 1, 28, 28, generator=generator)
     y = torch.randint(0, 10, (64,), generator=generator)
-    scratch, builtin = _training_steps(BatchNorm, x, y), _training_steps(nn.BatchNorm1d, x, y)
-    # alternate the two so that a busy machine slows both alike; keep the best of each
-    t_scratch = t_builtin = float("inf")
-    for _ in range(3):
-        t_scratch = min(t_scratch, best_time(scratch, repeats=2) / STEPS)
-        t_builtin = min(t_builtin, best_time(builtin, repeats=2) / STEPS)
-    return ratio_row("MLP training step, batch 64", "scratch BatchNorm", t_scratch, "nn.BatchNorm1d", t_builtin, 1.25)
+    seconds = best_times({"scratch": _training_steps(BatchNorm, x, y), "builtin": _training_steps(nn.BatchNorm1d, x, y)},
+                         rounds=6)
+    return ratio_row("MLP training step, batch 64", "scratch BatchNorm", seconds["scratch"] / STEPS,
+                     "nn.BatchNorm1d", seconds["builtin"] / STEPS, 1.25)
 
 
 def folding_row() -> Row:
@@ -70,11 +67,9 @@ def folding_row() -> Row:
 
         return run
 
-    t_folded = t_unfolded = float("inf")
-    for _ in range(3):
-        t_folded = min(t_folded, best_time(infer(folded), repeats=3))
-        t_unfolded = min(t_unfolded, best_time(infer(model), repeats=3))
-    return ratio_row("BN-LeNet eval inference, batch 1000", "BN folded", t_folded, "BN unfolded", t_unfolded, 1.0)
+    seconds = best_times({"folded": infer(folded), "unfolded": infer(model)}, rounds=9)
+    return ratio_row("BN-LeNet eval inference, batch 1000", "BN folded", seconds["folded"], "BN unfolded",
+                     seconds["unfolded"], 1.0)
 
 
 def rows() -> list[Row]:
