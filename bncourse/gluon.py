@@ -71,9 +71,9 @@ def _filled(shape: tuple[int, ...], value: float, dtype: str, ctx: mx.Context) -
     return np.full(shape, value, dtype=dtype, ctx=ctx)
 
 
-def _view(v: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+def _view(v, shape: tuple[int, ...]) -> np.ndarray:
     """``v`` reshaped without copying (``mxnet.np``'s ``reshape`` copies; the legacy NDArray's is a view)."""
-    return v.as_nd_ndarray().reshape(shape).as_np_ndarray()
+    return (v if isinstance(v, mx.nd.NDArray) and not isinstance(v, np.ndarray) else v.as_nd_ndarray()).reshape(shape).as_np_ndarray()
 
 
 class _ChannelRows:
@@ -92,7 +92,7 @@ class _ChannelRows:
         self.m = self.n * self.k              # values per channel
         self.dtype, self.ctx = onp.dtype(x.dtype).name, x.ctx
 
-    def rows(self, v: np.ndarray) -> np.ndarray:
+    def rows(self, v) -> np.ndarray:
         """The (N·C, H·W) view of a 4-D array (of this shape); a 2-D one as it is."""
         return _view(v, (self.n * self.c, self.k)) if len(self.shape) == 4 else _view(v, self.shape)
 
@@ -164,7 +164,7 @@ class BatchNormFunction(autograd.Function):
     def backward(self, dy):  # noqa: D102 (mxnet passes and expects legacy NDArrays here)
         centered, inv_std, scale = self.saved_tensors
         layout = self.layout
-        dy = layout.rows(dy.as_np_ndarray())  # a shallow conversion, no copy
+        dy = layout.rows(dy)
         mean_dy = layout.mean(dy)
         mean_dy_xhat = layout.mean(dy * centered) * inv_std  # x_hat = centered * inv_std
         # x_hat * mean(dy * x_hat)  =  centered * (inv_std * mean_dy_xhat): per-channel factors meet first
