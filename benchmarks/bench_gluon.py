@@ -17,7 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Row, best_times, ratio_row  # noqa: E402
+from common import Row, ratio_row, round_ratios, round_times  # noqa: E402
 
 from bncourse import data, layers, models  # noqa: E402
 from bncourse import gluon as G  # noqa: E402
@@ -55,8 +55,8 @@ def _torch_step(scratch: bool, x: torch.Tensor, y: torch.Tensor) -> Callable[[],
     return run
 
 
-def step_seconds(rounds: int = 7) -> dict[str, float]:
-    """Best seconds per training step of each framework × implementation."""
+def step_times(rounds: int = 9) -> dict[str, list[float]]:
+    """Seconds per training step of each framework × implementation, in every round (timed in turn)."""
     tensors = data.load_tensors("FashionMNIST", "train").subset(BATCH)
     arrays = G.from_tensors(tensors)
     runs = {
@@ -65,17 +65,21 @@ def step_seconds(rounds: int = 7) -> dict[str, float]:
         "PyTorch scratch BatchNorm": _torch_step(True, tensors.x, tensors.y),
         "PyTorch nn.BatchNorm2d/1d": _torch_step(False, tensors.x, tensors.y),
     }
-    return {name: seconds / STEPS for name, seconds in best_times(runs, rounds=rounds).items()}
+    return {name: [s / STEPS for s in times] for name, times in round_times(runs, rounds=rounds).items()}
 
 
 def rows() -> list[Row]:
-    seconds = step_seconds()
+    times = step_times()
+    seconds = {name: min(t) for name, t in times.items()}
     for name, s in seconds.items():
         print(f"{name}: {BATCH / s:,.0f} examples/s", file=sys.stderr)
     speeds = ", ".join(f"{name.split()[0]} {name.split()[1]} {BATCH / s:,.0f}" for name, s in seconds.items())
+    # the ratio of the best times, and how much the ratio of two steps timed side by side varies
+    per_round = round_ratios(times, "Gluon scratch BatchNorm", "Gluon gluon.nn.BatchNorm")
+    spread = f"per-round ratio {per_round[0]:.2f}-{per_round[-1]:.2f}, median {per_round[len(per_round) // 2]:.2f}"
     return [
         ratio_row(
-            f"BN-LeNet training step, batch {BATCH} (examples/s: {speeds})",
+            f"BN-LeNet training step, batch {BATCH} (examples/s: {speeds}; {spread})",
             "Gluon scratch BatchNorm", seconds["Gluon scratch BatchNorm"],
             "gluon.nn.BatchNorm", seconds["Gluon gluon.nn.BatchNorm"],
             TARGET,

@@ -36,22 +36,32 @@ def best_time(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> fl
     return min(times)
 
 
-def best_times(runs: dict[str, Callable[[], object]], rounds: int = 7, warmup: int = 1) -> dict[str, float]:
-    """Best wall-clock seconds of each of ``runs``, timed in turn, round after round.
+def round_times(runs: dict[str, Callable[[], object]], rounds: int = 7, warmup: int = 1) -> dict[str, list[float]]:
+    """Wall-clock seconds of each of ``runs`` in every round: the candidates timed in turn, round after round.
 
-    Interleaving the candidates spreads slow spells of a shared machine over all of them, so their
-    ratio is fairer than when each is timed in one block.
+    Interleaving the candidates spreads slow spells of a shared machine over all of them, and the
+    times of one round were taken close together, so their ratios can be compared round by round.
     """
     for fn in runs.values():
         for _ in range(warmup):
             fn()
-    best = {name: float("inf") for name in runs}
+    times: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(rounds):
         for name, fn in runs.items():
             start = time.perf_counter()
             fn()
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def best_times(runs: dict[str, Callable[[], object]], rounds: int = 7, warmup: int = 1) -> dict[str, float]:
+    """Best wall-clock seconds of each of ``runs``, timed in turn, round after round (:func:`round_times`)."""
+    return {name: min(times) for name, times in round_times(runs, rounds, warmup).items()}
+
+
+def round_ratios(times: dict[str, list[float]], numerator: str, denominator: str) -> list[float]:
+    """``numerator / denominator`` in each round of :func:`round_times`, sorted."""
+    return sorted(a / b for a, b in zip(times[numerator], times[denominator]))
 
 
 def ratio_row(name: str, numerator: str, numerator_s: float, denominator: str, denominator_s: float,
