@@ -16,6 +16,7 @@ Each module holds one concept the notebooks use:
 - :mod:`bncourse.landscape` -- why BN helps, measured: noisy BN, internal covariate shift, the loss
   landscape along the gradient (notebook 06).
 - :mod:`bncourse.exercises` -- self-checking exercises (check / hint / solution) (notebook 06).
+- :mod:`bncourse.checks`   -- the argument checks the public functions share.
 """
 
 __version__ = "0.1.0"

@@ -29,6 +29,8 @@ from typing import Iterator
 import torch
 from torchvision import datasets
 
+from .checks import positive_int
+
 #: The datasets the course uses, by the name of their folder in ``data/``.
 DATASET_CLASSES: dict[str, type[datasets.MNIST]] = {
     "MNIST": datasets.MNIST,
@@ -283,8 +285,7 @@ class Batches:
             raise TypeError(f"x and y must be torch tensors, got {type(x).__name__} and {type(y).__name__}")
         if x.shape[0] != y.shape[0]:
             raise ValueError(f"x and y must have the same number of examples, got {x.shape[0]} and {y.shape[0]}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        positive_int("batch_size", batch_size)
         if x.shape[0] == 0:
             raise ValueError("cannot make batches of an empty dataset")
         self.x, self.y = x, y

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .checks import positive_int
+
 __all__ = [
     "ACTIVATION_TYPES",
     "SATURATION_BOUNDS",
@@ -77,12 +79,6 @@ def _check_model(model: object) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     return model
-
-
-def _check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
 
 
 def _check_percentiles(percentiles: object) -> tuple[float, ...]:
@@ -333,7 +329,7 @@ class _StatisticsRecorder(_Recorder):
         self.model = _check_model(model)
         self.modules = _check_modules(model, modules)
         self.percentiles = _check_percentiles(percentiles)
-        self.every = _check_positive_int("every", every)
+        self.every = positive_int("every", every)
         if unit is not None and (isinstance(unit, bool) or not isinstance(unit, int)):
             raise TypeError(f"unit must be None or an int (a feature / channel index), got {type(unit).__name__}")
         self.unit = unit
@@ -551,7 +547,7 @@ class UpdateRatioTracker(_Recorder):
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
         self.optimizer = optimizer
-        self.every = _check_positive_int("every", every)
+        self.every = positive_int("every", every)
         if params is None:
             params = {name: p for name, p in model.named_parameters() if p.dim() >= 2}
             if not params:

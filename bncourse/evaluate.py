@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .checks import positive_int
 from .data import TensorData
 
 #: Evaluation modes: ``"eval"`` normalizes with the running (population) statistics, as at
@@ -102,8 +103,7 @@ def evaluate(
         raise TypeError("data must be a bncourse.data.TensorData or an (x, y) pair of tensors")
     if x.shape[0] != y.shape[0] or x.shape[0] == 0:
         raise ValueError(f"x and y must hold the same, non-zero number of examples, got {x.shape[0]} and {y.shape[0]}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    positive_int("batch_size", batch_size)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     device = torch.device(device) if device is not None else next(model.parameters()).device

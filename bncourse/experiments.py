@@ -26,6 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from .checks import positive_int
 from .config import get_device, seed_everything
 from .data import TensorData, data_dir
 from .evaluate import evaluate
@@ -44,12 +45,6 @@ NORMALIZATIONS: dict[str, str] = {
 
 #: Kinds :func:`standardize_over_axes` knows.
 AXIS_KINDS = ("batch", "layer", "instance", "group")
-
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
 
 
 def _norm_factories(kind: str, groups: int) -> tuple[Callable[[int], nn.Module], Callable[[int], nn.Module]]:
@@ -90,7 +85,7 @@ def lenet_with_normalization(
     """
     if not isinstance(kind, str) or kind not in NORMALIZATIONS:
         raise ValueError(f"kind must be one of {list(NORMALIZATIONS)}, got {kind!r}")
-    _positive_int("groups", groups)
+    positive_int("groups", groups)
     if kind == "group" and any(width % groups for width in (6, 16, 120, 84)):
         raise ValueError(f"groups must divide LeNet's widths 6, 16, 120 and 84 (1 or 2), got {groups}")
     if kind == "none":
@@ -116,7 +111,7 @@ def standardize_over_axes(x: torch.Tensor, kind: str, groups: int = 2, eps: floa
         raise TypeError(f"x must be a 4-d (N, C, H, W) tensor, got {getattr(x, 'shape', type(x).__name__)}")
     if kind not in AXIS_KINDS:
         raise ValueError(f"kind must be one of {AXIS_KINDS}, got {kind!r}")
-    _positive_int("groups", groups)
+    positive_int("groups", groups)
     n, c, h, w = x.shape
     if kind == "group" and c % groups:
         raise ValueError(f"groups ({groups}) must divide the number of channels ({c})")
@@ -202,8 +197,8 @@ def sweep_learning_rates(
     rates = list(rates)
     if not rates or not all(isinstance(r, (int, float)) and not isinstance(r, bool) and r > 0 for r in rates):
         raise ValueError(f"rates must be a non-empty sequence of positive numbers, got {rates!r}")
-    _positive_int("epochs", epochs)
-    _positive_int("batch_size", batch_size)
+    positive_int("epochs", epochs)
+    positive_int("batch_size", batch_size)
     device = get_device(device)
     points = []
     for lr in tqdm(rates, desc=desc or "learning rates", disable=not progress):
@@ -250,8 +245,8 @@ def train_for_examples(
         raise TypeError(f"train must be a bncourse.data.TensorData, got {type(train).__name__}")
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
-    _positive_int("batch_size", batch_size)
-    _positive_int("num_examples", num_examples)
+    positive_int("batch_size", batch_size)
+    positive_int("num_examples", num_examples)
     if batch_size > len(train):
         raise ValueError(f"batch_size ({batch_size}) is larger than the training data ({len(train)} examples)")
     if num_examples < batch_size:
@@ -278,7 +273,7 @@ def linear_scaling(base_lr: float, base_batch_size: int = 256) -> Callable[[int]
     """
     if isinstance(base_lr, bool) or not isinstance(base_lr, (int, float)) or base_lr <= 0:
         raise ValueError(f"base_lr must be a positive number, got {base_lr!r}")
-    _positive_int("base_batch_size", base_batch_size)
+    positive_int("base_batch_size", base_batch_size)
     return lambda batch_size: float(base_lr) * batch_size / base_batch_size
 
 
@@ -318,8 +313,8 @@ def sweep_batch_sizes(
     if not batch_sizes:
         raise ValueError("batch_sizes must name at least one batch size")
     for b in batch_sizes:
-        _positive_int("every batch size", b)
-    _positive_int("num_examples", num_examples)
+        positive_int("every batch size", b)
+    positive_int("num_examples", num_examples)
     if not callable(lr):
         raise TypeError(f"lr must be a callable batch_size -> learning rate, got {type(lr).__name__}")
     if not 0 < tail <= 1:

@@ -44,6 +44,7 @@ from mxnet.gluon import nn  # noqa: E402
 config.set_threads(None if _MXNET_ALREADY_IMPORTED else _TORCH_THREADS_BEFORE)
 npx.set_np()
 
+from .checks import positive_int  # noqa: E402
 from .data import TensorData, load_tensors  # noqa: E402
 from .evaluate import Evaluation  # noqa: E402
 from .train import History  # noqa: E402
@@ -250,8 +251,7 @@ class BatchNorm(nn.Block):
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.9, **kwargs) -> None:
-        if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
-            raise ValueError(f"num_features must be a positive int, got {num_features!r}")
+        positive_int("num_features", num_features)
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"momentum must be in [0, 1] (weight of the old value), got {momentum}")
         if eps <= 0:
@@ -327,8 +327,7 @@ class LeNet(nn.Sequential):
             raise TypeError(f"batch_norm must be a bool, got {type(batch_norm).__name__}")
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; expected one of {ACTIVATIONS}")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+        positive_int("num_classes", num_classes)
         norm = _norm_factory(norm_layer)
         super().__init__(**kwargs)
         bias = not batch_norm
@@ -599,8 +598,7 @@ def evaluate(
         raise TypeError("data must be a bncourse.gluon.ArrayData or an (x, y) pair of mxnet.np arrays")
     if x.shape[0] != y.shape[0] or x.shape[0] == 0:
         raise ValueError(f"x and y must hold the same, non-zero number of examples, got {x.shape[0]} and {y.shape[0]}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    positive_int("batch_size", batch_size)
     if mode not in ("eval", "batch"):
         raise ValueError(f"mode must be 'eval' or 'batch', got {mode!r}")
     loss_fn = loss_fn or _default_loss()
@@ -651,8 +649,7 @@ def fit(
         progress: show the progress bar.
         desc: label of the progress bar.
     """
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+    positive_int("epochs", epochs)
     if val is not None and not isinstance(val, ArrayData):
         raise TypeError(f"val must be a bncourse.gluon.ArrayData or None, got {type(val).__name__}")
     loss_fn = loss_fn or _default_loss()

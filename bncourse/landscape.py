@@ -30,6 +30,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from .checks import positive_int
 from .evaluate import batch_statistics
 from .layers import BatchNorm
 from .train import train_step
@@ -100,8 +101,7 @@ class NoisyBatchNorm(nn.Module):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
-            raise ValueError(f"num_features must be a positive int, got {num_features!r}")
+        positive_int("num_features", num_features)
         if not callable(norm_layer):
             raise TypeError(f"norm_layer must be callable with the number of features, got {type(norm_layer).__name__}")
         if isinstance(mean_range, bool) or not isinstance(mean_range, (int, float)) or mean_range < 0:
@@ -437,10 +437,8 @@ def train_with_probes(
     _check_model(model)
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise ValueError(f"every must be a positive int, got {every!r}")
+    positive_int("epochs", epochs)
+    positive_int("every", every)
     probes = dict(probes or {})
     for name, probe in probes.items():
         if not callable(probe):

@@ -26,6 +26,8 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from .checks import positive_int
+
 __all__ = ["batch_norm", "BatchNormFunction", "BatchNorm", "fold_into", "fold_batchnorm"]
 
 #: Input ranks the layer accepts, and what their axes mean.
@@ -252,8 +254,7 @@ class BatchNorm(nn.Module):
         bias: bool = True,
     ) -> None:
         super().__init__()
-        if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
-            raise ValueError(f"num_features must be a positive int, got {num_features!r}")
+        positive_int("num_features", num_features)
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps < 0:
             raise ValueError(f"eps must be a number >= 0, got {eps!r}")
         if momentum is not None and (

@@ -8,6 +8,8 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from .checks import positive_int
+
 #: Activations by name, for the ``activation`` argument.
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
@@ -144,8 +146,7 @@ class LeNet(_Network):
             raise TypeError(f"batch_norm must be a bool, got {type(batch_norm).__name__}")
         if bn_position not in BN_POSITIONS:
             raise ValueError(f"bn_position must be one of {BN_POSITIONS}, got {bn_position!r}")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+        positive_int("num_classes", num_classes)
         act = _activation(activation)
         no_bias = batch_norm and bn_position == "before"
 

@@ -8,6 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
+from .checks import positive_int
 from .evaluate import Evaluation
 from .experiments import SweepPoint
 from .landscape import ProbeRun
@@ -301,8 +302,7 @@ def plot_layer_histograms(
         xlabel: what the values are (bottom row).
     """
     _check_nested("values", values, "tensor of values")
-    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
-        raise ValueError(f"bins must be a positive int, got {bins!r}")
+    positive_int("bins", bins)
     ncols = max(len(v) for v in values.values())
     nrows = len(values)
     fig, axes = plt.subplots(nrows, ncols, figsize=(1.7 * ncols + 0.6, 1.7 * nrows + 0.5), squeeze=False, sharey="row")
@@ -407,8 +407,7 @@ def plot_normalization(before, after, bins: int = 30, title: str | None = None) 
         bins: bins per histogram.
         title: figure title.
     """
-    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
-        raise ValueError(f"bins must be a positive int, got {bins!r}")
+    positive_int("bins", bins)
     arrays = []
     for name, v in (("before", before), ("after", after)):
         if not hasattr(v, "__len__") and not hasattr(v, "detach"):
@@ -515,8 +514,7 @@ def plot_normalization_axes(num_examples: int = 4, num_channels: int = 6, groups
     set per panel is filled. Only batch norm's sets run across examples.
     """
     for name, value in (("num_examples", num_examples), ("num_channels", num_channels), ("groups", groups)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+        positive_int(name, value)
     if num_channels % groups:
         raise ValueError(f"groups ({groups}) must divide num_channels ({num_channels})")
     panels = [

@@ -11,6 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from .checks import positive_int
 from .config import get_device
 from .data import TensorData
 from .evaluate import evaluate
@@ -121,8 +122,7 @@ def fit(
         progress: show the progress bar.
         desc: label of the progress bar.
     """
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+    positive_int("epochs", epochs)
     if val is not None and not isinstance(val, TensorData):
         raise TypeError(f"val must be a bncourse.data.TensorData or None, got {type(val).__name__}")
     device = get_device(device)
