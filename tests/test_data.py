@@ -1,5 +1,6 @@
 """bncourse.data: offline loading, verification, error messages, batching."""
 
+import errno
 import gzip
 import hashlib
 import os
@@ -56,6 +57,17 @@ def test_committed_archives_match_torchvision_md5_and_readme():
             path = REPO / "data" / name / "raw" / filename
             assert data.md5sum(path) == md5
             assert re.search(rf"{name}/raw/{re.escape(filename)}\s*\|\s*`?{md5}", readme), f"README lacks {name}/{filename}"
+
+
+def test_recorded_extracted_checksums_match_the_archives_and_readme():
+    readme = (REPO / "data" / "README.md").read_text()
+    for name in data.DATASET_CLASSES:
+        extracted = data.extracted_files(name)
+        assert sorted(extracted) == sorted(f[: -len(".gz")] for f in data.expected_files(name))
+        for filename, sha in extracted.items():
+            blob = gzip.decompress((REPO / "data" / name / "raw" / f"{filename}.gz").read_bytes())
+            assert hashlib.sha256(blob).hexdigest() == sha
+            assert re.search(rf"{name}/raw/{re.escape(filename)}\s*\|\s*`?{sha}", readme), f"README lacks {name}/{filename}"
 
 
 @pytest.mark.parametrize("name", ["MNIST", "FashionMNIST"])
@@ -126,29 +138,198 @@ def test_incomplete_extracted_file_is_reported_not_replaced(copy_of):
     assert extracted.stat().st_size == full
 
 
-def test_interrupted_extraction_leaves_nothing_accepted(copy_of):
-    """Kill a process in the middle of extracting: the target file must not exist afterwards."""
-    root, raw = copy_of()
+def _kill_mid_extraction(root, signal_number=9):
+    """Run ``verify`` in a subprocess that is killed by ``signal_number`` after writing 1 MB of an extracted file."""
     script = textwrap.dedent(
         f"""
-        import gzip, os, shutil
+        import os, shutil
         from bncourse import data
-        real = shutil.copyfileobj
         def dying_copy(src, dst, length=0):
             dst.write(src.read(1 << 20))
             dst.flush()
-            os._exit(9)  # as if killed mid-way
+            os.kill(os.getpid(), {signal_number})
         shutil.copyfileobj = dying_copy
         data.verify("MNIST", {str(root)!r})
         """
     )
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True)
-    assert proc.returncode == 9
+    return subprocess.run([sys.executable, "-c", script], capture_output=True)
+
+
+def test_killed_extraction_leaves_nothing_accepted_and_is_cleaned_up(copy_of):
+    """SIGKILL in the middle of extracting: no target file; the next run removes the temporary file."""
+    root, raw = copy_of()
+    proc = _kill_mid_extraction(root)
+    assert proc.returncode == -9, proc.stderr.decode()
     assert not (raw / "train-images-idx3-ubyte").exists()
     leftovers = [p for p in raw.iterdir() if ".part-" in p.name]
     assert leftovers, "the partial file should be a temporary name, never the target"
-    data.verify("MNIST", root)  # a later run extracts afresh and accepts
+    data.verify("MNIST", root)  # a later run removes it, extracts afresh and accepts
+    assert not [p for p in raw.iterdir() if ".part-" in p.name], "stale temporary file left behind"
     assert data.torchvision_dataset("MNIST", train=True, root=root).data.shape == (60000, 28, 28)
+
+
+def test_stale_temporary_file_removed_even_when_the_target_exists(copy_of):
+    root, raw = copy_of()
+    data.verify("MNIST", root)
+    stale = raw / "t10k-images-idx3-ubyte.part-k1ll3d00"
+    stale.write_bytes(b"\0" * 1000)
+    unrelated = raw / "notes.part-of-my-homework.txt"  # a user's file that only looks similar
+    unrelated.write_text("mine")
+    data.verify("MNIST", root)
+    assert not stale.exists() and unrelated.read_text() == "mine"
+
+
+def _zero_100kb(path):
+    with open(path, "r+b") as fh:
+        fh.seek(1_000_000)
+        fh.write(bytes(100_000))
+
+
+@pytest.mark.parametrize("damage", ["zeroed 100 kB", "Fashion-MNIST copied over", "same size, mtime kept"])
+def test_corrupted_extracted_file_same_size_is_reported_not_replaced(copy_of, damage):
+    root, raw = copy_of()
+    data.verify("MNIST", root)
+    extracted = raw / "train-images-idx3-ubyte"
+    stat = extracted.stat()
+    if damage == "zeroed 100 kB":
+        _zero_100kb(extracted)
+    else:
+        fashion = gzip.decompress((REPO / "data" / "FashionMNIST" / "raw" / "train-images-idx3-ubyte.gz").read_bytes())
+        extracted.write_bytes(fashion)
+        if damage == "same size, mtime kept":
+            os.utime(extracted, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert extracted.stat().st_size == stat.st_size
+    damaged = extracted.read_bytes()
+    for load in (lambda: data.verify("MNIST", root), lambda: data.load_tensors("MNIST", "test", root=root)):
+        with pytest.raises(DataFileError) as err:
+            load()
+        msg = str(err.value)
+        assert str(extracted) in msg and data.extracted_files("MNIST")[extracted.name] in msg
+        assert "incomplete or corrupted" in msg and "Delete it" in msg
+    assert extracted.read_bytes() == damaged, "the file must not be overwritten"
+
+
+def test_torchvision_processed_cache_is_ignored_with_a_warning(copy_of):
+    """A stale cache from an older torchvision (here: NaN images) must never replace the verified files."""
+    root, raw = copy_of()
+    processed = root / "MNIST" / "processed"
+    processed.mkdir()
+    for filename, n in (("training.pt", 60000), ("test.pt", 10000)):
+        torch.save((torch.full((n, 28, 28), float("nan")), torch.zeros(n, dtype=torch.long)), processed / filename)
+    before = {p.name: p.read_bytes() for p in processed.iterdir()}
+    with pytest.warns(data.IgnoredCacheWarning, match="ignoring torchvision's cache"):
+        test = data.load_tensors("MNIST", "test", root=root)
+    assert torch.isfinite(test.x).all()
+    assert torch.equal(test.y, data.load_tensors("MNIST", "test").y)
+    assert data.torchvision_dataset("MNIST", train=True, root=root).data.dtype == torch.uint8
+    assert {p.name: p.read_bytes() for p in processed.iterdir()} == before, "the cache must not be touched"
+
+
+def test_in_memory_cache_notices_a_changed_file(copy_of):
+    root, raw = copy_of()
+    good = data.load_tensors("MNIST", "test", root=root)
+    extracted = raw / "t10k-images-idx3-ubyte"
+    stat = extracted.stat()
+    _zero_100kb(extracted)
+    os.utime(extracted, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same size and mtime: still noticed
+    with pytest.raises(DataFileError, match="incomplete or corrupted"):
+        data.load_tensors("MNIST", "test", root=root)
+    extracted.unlink()  # the fix the error names
+    again = data.load_tensors("MNIST", "test", root=root)
+    assert torch.equal(again.x, good.x) and torch.equal(again.y, good.y)
+
+
+def test_extracted_files_get_the_umask_permissions(copy_of):
+    root, raw = copy_of()
+    old = os.umask(0o022)
+    try:
+        data.verify("MNIST", root)
+    finally:
+        os.umask(old)
+    for filename in data.extracted_files("MNIST"):
+        assert (raw / filename).stat().st_mode & 0o777 == 0o644, filename
+
+
+@pytest.mark.parametrize("code", [errno.EACCES, errno.EROFS])
+def test_read_only_folder_gives_the_fix_and_leaves_nothing(copy_of, monkeypatch, code):
+    """We run as root, who may write anywhere: the read-only folder is simulated at os.open."""
+    root, raw = copy_of()
+    real_open = os.open
+
+    def read_only_open(path, flags, *args, **kwargs):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT) and Path(path).parent == raw:
+            raise OSError(code, os.strerror(code), str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only_open)
+    before = sorted(p.name for p in raw.iterdir())
+    with pytest.raises(DataFileError) as err:
+        data.load_tensors("MNIST", "train", root=root)
+    msg = str(err.value)
+    assert str(raw / "train-images-idx3-ubyte") in msg and "not writable" in msg
+    assert "root" in msg and data.DATA_DIR_ENV in msg and "cp -r" in msg
+    assert sorted(p.name for p in raw.iterdir()) == before
+
+
+@pytest.mark.parametrize("failure", [OSError(errno.ENOSPC, "No space left on device"), KeyboardInterrupt()])
+def test_failed_extraction_removes_its_temporary_file(copy_of, monkeypatch, failure):
+    root, raw = copy_of()
+
+    def failing_copy(src, dst, length=0):
+        dst.write(src.read(1 << 20))
+        dst.flush()
+        raise failure
+
+    monkeypatch.setattr(shutil, "copyfileobj", failing_copy)
+    with pytest.raises(DataFileError if isinstance(failure, OSError) else KeyboardInterrupt) as err:
+        data.verify("MNIST", root)
+    if isinstance(failure, OSError):
+        assert "no space left" in str(err.value) and str(raw / "train-images-idx3-ubyte") in str(err.value)
+    assert sorted(p.name for p in raw.iterdir()) == sorted(data.expected_files("MNIST")), "nothing may be left"
+
+
+_LOAD_AND_HASH = """
+import hashlib, sys
+from bncourse import data
+test = data.load_tensors("MNIST", "test", root=sys.argv[1])
+print(hashlib.sha256(test.x.numpy().tobytes()).hexdigest())
+"""
+
+
+def test_concurrent_loaders_both_succeed(copy_of):
+    root, raw = copy_of()
+    procs = [subprocess.Popen([sys.executable, "-c", _LOAD_AND_HASH, str(root)], stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    outs = [p.communicate() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err.decode() for _, err in outs]
+    assert outs[0][0] == outs[1][0]
+    assert sorted(p.name for p in raw.iterdir()) == sorted([*data.expected_files("MNIST"), *data.extracted_files("MNIST")])
+
+
+def test_a_running_extraction_is_not_disturbed_by_a_second_loader(copy_of):
+    """A slow extraction holds the lock; a loader started meanwhile waits, then uses its result."""
+    root, raw = copy_of()
+    slow = textwrap.dedent(
+        f"""
+        import shutil, sys, time
+        from bncourse import data
+        real = shutil.copyfileobj
+        def slow_copy(src, dst, length=0):
+            dst.write(src.read(1 << 20)); dst.flush()
+            print("writing", flush=True)
+            time.sleep(1.5)
+            real(src, dst, length)
+        shutil.copyfileobj = slow_copy
+        data.verify("MNIST", {str(root)!r})
+        """
+    )
+    first = subprocess.Popen([sys.executable, "-c", slow], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert first.stdout.readline().strip() == b"writing"
+    assert [p for p in raw.iterdir() if ".part-" in p.name], "the first extraction should be under way"
+    second = subprocess.run([sys.executable, "-c", _LOAD_AND_HASH, str(root)], capture_output=True)
+    assert second.returncode == 0, second.stderr.decode()
+    assert first.wait() == 0, first.stderr.read().decode()
+    assert not [p for p in raw.iterdir() if ".part-" in p.name]
+    data.verify("MNIST", root)
 
 
 def test_bad_arguments():
@@ -160,6 +341,8 @@ def test_bad_arguments():
         data.load_tensors("MNIST", "validation")
     with pytest.raises(TypeError, match="train must be a bool"):
         data.torchvision_dataset("MNIST", train="yes")
+    with pytest.raises(TypeError, match="root must be a path"):
+        data.load_tensors("MNIST", "test", root=3)
 
 
 def test_batches_seeded_shuffled_and_complete():
