@@ -271,6 +271,35 @@ def test_read_only_folder_gives_the_fix_and_leaves_nothing(copy_of, monkeypatch,
     assert sorted(p.name for p in raw.iterdir()) == before
 
 
+def _without_write_permission_override() -> list[str] | None:
+    """A command prefix under which the file-permission bits apply (root ignores them), or None."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--bounding-set=-dac_override,-dac_read_search"] if setpriv else None
+
+
+def test_read_only_folder_for_real(copy_of):
+    """A folder without write permission, with the permission bits enforced (as a user, or root without override)."""
+    prefix = _without_write_permission_override()
+    if prefix is None:
+        pytest.skip("running as root without setpriv: permission bits cannot be enforced")
+    root, raw = copy_of()
+    load = "import sys\nfrom bncourse import data\ndata.load_tensors('MNIST', 'test', root=sys.argv[1])\nprint('loaded')"
+    raw.chmod(0o555)
+    try:
+        proc = subprocess.run([*prefix, sys.executable, "-c", load, str(root)], capture_output=True, text=True)
+        assert proc.returncode != 0 and "DataFileError" in proc.stderr and "not writable" in proc.stderr, proc.stderr
+        assert sorted(p.name for p in raw.iterdir()) == sorted(data.expected_files("MNIST"))
+        raw.chmod(0o755)
+        data.verify("MNIST", root)  # extracted once by someone who may write there ...
+        raw.chmod(0o555)
+        proc = subprocess.run([*prefix, sys.executable, "-c", load, str(root)], capture_output=True, text=True)
+        assert proc.returncode == 0 and "loaded" in proc.stdout, proc.stderr  # ... the folder serves read-only
+    finally:
+        raw.chmod(0o755)
+
+
 @pytest.mark.parametrize("failure", [OSError(errno.ENOSPC, "No space left on device"), KeyboardInterrupt()])
 def test_failed_extraction_removes_its_temporary_file(copy_of, monkeypatch, failure):
     root, raw = copy_of()
