@@ -1,4 +1,5 @@
-"""Test-suite set-up shared by tests/ and notebooks/ (nbval): the offline guard.
+"""Test-suite set-up shared by tests/ and notebooks/ (nbval): the offline guard, and the Gluon
+notebook skipped where mxnet does not exist.
 
 During the suite, the tests and every notebook kernel run with ``tests/offline/sitecustomize.py``
 active: reaching any non-loopback address raises, is logged, and fails the test or notebook cell
@@ -7,6 +8,7 @@ during which it happened.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import sys
 import tempfile
@@ -56,9 +58,29 @@ def pytest_runtest_call(item):
             raise _guard.NetworkBlocked(f"{item.nodeid} tried to reach the network:\n{attempts}")
 
 
+#: The notebooks that run MXNet Gluon: skipped, with the reason, where mxnet cannot be imported.
+GLUON_NOTEBOOKS = ("05_*.ipynb",)
+
+
+def _needs_mxnet(item: pytest.Item) -> bool:
+    return type(item).__name__ == "IPyNbCell" and any(fnmatch.fnmatch(item.path.name, p) for p in GLUON_NOTEBOOKS)
+
+
 def pytest_collection_modifyitems(config, items):
     """Give nbval more patience reading a finished cell's outputs than its default 5 s, which a
-    loaded machine can exceed after a long training cell (the cell timeout itself is in pyproject)."""
+    loaded machine can exceed after a long training cell (the cell timeout itself is in pyproject).
+
+    Where mxnet cannot be imported (macOS, Windows: it has no wheel there), the Gluon notebook's
+    cells are marked skipped with the sentence that says why and where to run them, so the suite
+    reports them as skipped (``-rs`` prints the sentence) instead of failing at their first cell."""
+    gluon_cells = [item for item in items if _needs_mxnet(item)]
+    if gluon_cells:
+        from bncourse import _mxnet
+
+        if not _mxnet.available():
+            skip = pytest.mark.skip(reason=_mxnet.skip_reason())
+            for item in gluon_cells:
+                item.add_marker(skip)
     for item in items:
         if type(item).__name__ == "IPyNbCell":
             item.output_timeout = 60

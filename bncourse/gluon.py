@@ -30,12 +30,14 @@ from typing import Callable, Iterable, Iterator
 import numpy as onp
 import torch
 
-from . import config
+from . import _mxnet, config
 
 _TORCH_THREADS_BEFORE = torch.get_num_threads()
 _MXNET_ALREADY_IMPORTED = "mxnet" in sys.modules
 
-import mxnet as mx  # noqa: E402  (imported after recording torch's thread count)
+# Through bncourse._mxnet, which makes mxnet importable under NumPy 1.26 and, where mxnet does not
+# exist (macOS, Windows), raises an ImportError saying so and where to run the Gluon part instead.
+mx = _mxnet.import_mxnet()  # (imported after recording torch's thread count)
 from mxnet import autograd, gluon, init, np, npx  # noqa: E402
 from mxnet.gluon import nn  # noqa: E402
 

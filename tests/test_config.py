@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from bncourse import config
+from bncourse import _mxnet, config
 
 
 def test_configure_makes_runs_repeatable():
@@ -49,7 +49,9 @@ def test_bad_arguments():
 
 def test_threads_restored_after_importing_mxnet():
     """mxnet lowers OpenMP threads for torch too; set_threads() undoes it."""
-    import mxnet  # noqa: F401
+    if not _mxnet.available():
+        pytest.skip(_mxnet.skip_reason())
+    _mxnet.import_mxnet()
 
     assert config.set_threads() == config.DEFAULT_THREADS
     assert torch.get_num_threads() == config.DEFAULT_THREADS

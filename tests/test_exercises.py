@@ -9,8 +9,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from bncourse import _mxnet
 from bncourse import exercises as ex
 from bncourse.exercises import EXERCISES, PLACEHOLDER, ____
+
+
+def skip_without_mxnet(exercise):
+    """Skip the calling test, with the reason, if ``exercise`` needs mxnet and it cannot be imported here."""
+    if exercise.requires_mxnet and not _mxnet.available():
+        pytest.skip(_mxnet.skip_reason())
 
 
 def rejects(exercise, answer, *fragments):
@@ -32,6 +39,7 @@ def test_there_are_at_least_eight_numbered_exercises():
 
 @pytest.mark.parametrize("exercise", EXERCISES, ids=lambda e: type(e).__name__)
 def test_every_check_accepts_the_reference_solution(exercise):
+    skip_without_mxnet(exercise)
     result = exercise.check(type(exercise).reference)
     assert result.passed, result.message
     assert bool(result) and result.status == "Correct"
@@ -108,6 +116,23 @@ def test_results_render_and_summary_and_all_passed():
         ex.summary([object()])
     with pytest.raises(TypeError):
         ex.all_passed([object()])
+
+
+def test_the_gluon_exercise_is_skipped_with_the_reason_where_mxnet_cannot_be_imported(monkeypatch):
+    """Without mxnet (macOS, Windows) exercise 10's check says why it cannot run instead of failing,
+    and the scoreboard counts it neither as solved nor as a failure."""
+    monkeypatch.setattr(_mxnet, "_available", False)
+    monkeypatch.setattr(_mxnet, "_error", None)
+    assert ex.q10.requires_mxnet and not any(e.requires_mxnet for e in EXERCISES if e is not ex.q10)
+    for e in EXERCISES:
+        e.check(type(e).reference)
+    result = ex.q10.last_result
+    assert result.skipped and not result.passed and result.status == "Skipped"
+    assert result.message == _mxnet.MISSING
+    assert "Skipped" in repr(result) and "Skipped" in result._repr_markdown_()
+    assert ex.q10.check(____).skipped  # the reason, not "replace the placeholder", on such a machine
+    assert ex.all_passed()
+    assert f"Exercise 10 · Freeze γ and β in Gluon: Skipped ({_mxnet.MISSING})" in ex.summary()
 
 
 # --------------------------------------------------------------------------------- wrong answers
@@ -326,6 +351,8 @@ def test_q9_rejects_reversed_momentum_biased_variance_and_in_place_updates():
 
 
 def test_q10_rejects_freezing_everything_only_gamma_and_lr_mult():
+    skip_without_mxnet(ex.q10)
+
     def everything(net):
         net.collect_params().setattr("grad_req", "null")
 

@@ -8,10 +8,15 @@ import numpy as onp
 import pytest
 import torch
 
-from bncourse import data, models
-from bncourse import gluon as G
-from bncourse.evaluate import Evaluation
-from bncourse.train import History
+from bncourse import _mxnet
+
+if not _mxnet.available():  # macOS, Windows: mxnet has no wheel there
+    pytest.skip(_mxnet.skip_reason(), allow_module_level=True)
+
+from bncourse import data, models  # noqa: E402
+from bncourse import gluon as G  # noqa: E402
+from bncourse.evaluate import Evaluation  # noqa: E402
+from bncourse.train import History  # noqa: E402
 
 mx = G.mx
 from mxnet import autograd, gluon, np  # noqa: E402  (after bncourse.gluon has set up mxnet)
