@@ -35,6 +35,7 @@ import threading
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
+from numbers import Integral
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -506,6 +507,21 @@ class TensorData:
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(self):
             raise ValueError(f"n must be an int between 1 and {len(self)}, got {n!r}")
         return TensorData(self.name, self.split, self.x[:n], self.y[:n], self.classes, self.mean, self.std)
+
+    def holdout(self, validation: int, seed: int = 0) -> tuple["TensorData", "TensorData"]:
+        """Hold out ``validation`` examples, drawn at random with ``seed``: ``(rest, held_out)``.
+
+        Model selection (epochs, learning rates, settings) uses the held-out part, so the test set
+        is measured once, at the selected point. The split names say which part is which.
+        """
+        if isinstance(validation, bool) or not isinstance(validation, Integral) or not 1 <= validation < len(self):
+            raise ValueError(f"validation must be an int between 1 and {len(self) - 1}, got {validation!r}")
+        if isinstance(seed, bool) or not isinstance(seed, Integral):
+            raise TypeError(f"seed must be an int, got {seed!r}")
+        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(int(seed)))
+        rest, held = order[: len(self) - int(validation)].sort().values, order[len(self) - int(validation):].sort().values
+        return (TensorData(self.name, f"{self.split} (fit)", self.x[rest], self.y[rest], self.classes, self.mean, self.std),
+                TensorData(self.name, f"{self.split} (validation)", self.x[held], self.y[held], self.classes, self.mean, self.std))
 
     def batches(self, batch_size: int, shuffle: bool = True, seed: int | None = 0, drop_last: bool = False) -> "Batches":
         """Mini-batches over this split; see :class:`Batches`."""

@@ -38,6 +38,7 @@ __all__ = [
     "MAX_VALUES_PER_CALL",
     "DEFERRED_MAX_VALUES",
     "activation_modules",
+    "numbered_activations",
     "percentile_keys",
     "summarize",
     "ActivationRecorder",
@@ -190,6 +191,15 @@ def activation_modules(model: nn.Module) -> dict[str, nn.Module]:
     """Every activation module of ``model`` (see :data:`ACTIVATION_TYPES`), by its qualified name."""
     _check_model(model)
     return {name: m for name, m in model.named_modules() if isinstance(m, ACTIVATION_TYPES)}
+
+
+def numbered_activations(model: nn.Module) -> dict[str, nn.Module]:
+    """Every activation module of ``model``, named as learners count layers: ``"layer 1"``, ``"layer 2"``, ...
+
+    Pass it as ``modules=`` to a recorder so that histories and plots say "layer 3", not the
+    module's index inside an ``nn.Sequential``.
+    """
+    return {f"layer {i}": m for i, m in enumerate(activation_modules(model).values(), 1)}
 
 
 def _check_modules(model: nn.Module, modules: Mapping[str, nn.Module] | None) -> dict[str, nn.Module]:

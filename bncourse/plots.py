@@ -233,6 +233,48 @@ def _check_nested(name: str, values: Mapping, inner: str) -> None:
             raise TypeError(f"{name}[{label!r}] must be a non-empty mapping of layer name -> {inner}")
 
 
+def plot_percentile_tracks(
+    tracks: Mapping[str, tuple[Sequence[float], object]],
+    percentiles: Sequence[float] = (15, 50, 85),
+    title: str | None = None,
+    ylabel: str = "input of the sigmoid",
+) -> Figure:
+    """Percentiles of one unit's input against the training step, one panel per network (shared y axis).
+
+    The way Figure 1 (b, c) of Ioffe & Szegedy draws the evolution of a sigmoid's input distribution.
+
+    Args:
+        tracks: label -> ``(steps, values)`` with ``values`` of shape (len(steps), len(percentiles)).
+        percentiles: what the columns of ``values`` are, lowest first.
+        title: figure title.
+        ylabel: what the values are.
+    """
+    if not isinstance(tracks, Mapping) or not tracks:
+        raise TypeError("tracks must be a non-empty mapping of label -> (steps, values)")
+    arrays = {}
+    for label, pair in tracks.items():
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise ValueError(f"tracks[{label!r}] must be a pair (steps, values)")
+        steps, values = np.asarray(pair[0]), np.asarray(pair[1], dtype=float)
+        if values.shape != (len(steps), len(percentiles)) or len(steps) < 2:
+            raise ValueError(f"tracks[{label!r}]: values must have shape ({len(steps)}, {len(percentiles)}) "
+                             f"with at least two steps, got {values.shape}")
+        arrays[label] = (steps, values)
+    fig, axes = plt.subplots(1, len(arrays), figsize=(4.2 * len(arrays), 3.2), sharey=True, squeeze=False)
+    for ax, (label, (steps, values)) in zip(axes[0], arrays.items()):
+        for column, p in enumerate(percentiles):
+            ax.plot(steps, values[:, column], lw=1, label=f"{p:g}th percentile")
+        ax.set_title(label)
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(ylabel)
+    axes[0][0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def _depth_colors(n: int) -> list:
     """``n`` colors from shallow (dark) to deep (light)."""
     return [plt.cm.viridis(i / max(n - 1, 1) * 0.9) for i in range(n)]

@@ -56,6 +56,56 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: to
     return loss.detach(), logits.detach()
 
 
+def train_steps(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    steps: int,
+    loss_fn: LossFn = F.cross_entropy,
+    after_step: Callable[[int], None] | None = None,
+    progress: bool = False,
+    desc: str | None = None,
+) -> float:
+    """Train ``model`` for a budget of ``steps`` optimizer steps, passing over ``batches`` as often as needed.
+
+    Args:
+        batches: re-iterable mini-batches (each pass may reshuffle, as :class:`bncourse.data.Batches` does).
+        steps: the step budget, >= 1.
+        after_step: called as ``after_step(step)`` after every step (``step`` counts from 1), e.g. to
+            probe the model; it may switch the model to eval mode, training mode is set again before
+            the next step.
+        progress: show a tqdm progress bar over the steps.
+
+    Returns:
+        The mean training loss over all steps (one host synchronization, at the end).
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+    positive_int("steps", steps)
+    if after_step is not None and not callable(after_step):
+        raise TypeError(f"after_step must be callable or None, got {type(after_step).__name__}")
+    loss_sum = torch.zeros(())
+    step = 0
+    with tqdm(total=steps, desc=desc, unit="step", disable=not progress, mininterval=2) as bar:
+        while step < steps:
+            seen = step
+            for x, y in batches:
+                model.train()
+                loss, _ = train_step(model, x, y, optimizer, loss_fn)
+                loss_sum += loss.to(loss_sum.device)
+                step += 1
+                bar.update()
+                if after_step is not None:
+                    after_step(step)
+                if step == steps:
+                    break
+            if step == seen:
+                raise ValueError("batches yielded no mini-batch")
+    return loss_sum.item() / steps
+
+
 def train_epoch(
     model: nn.Module,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],

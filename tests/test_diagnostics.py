@@ -348,3 +348,12 @@ def test_notebook01_plots_draw_and_validate():
         plots.plot_layer_profile([], "std")
     with pytest.raises(ValueError):
         plots.plot_normalization(torch.zeros(0), torch.zeros(3))
+
+
+def test_numbered_activations_count_layers_as_learners_do():
+    from bncourse import models
+
+    model = models.MLP((784, 20, 20, 10), batch_norm=True, activation="tanh")
+    named = diagnostics.numbered_activations(model)
+    assert list(named) == ["layer 1", "layer 2"]
+    assert all(isinstance(m, torch.nn.Tanh) for m in named.values())

@@ -51,3 +51,15 @@ def test_bad_input():
         plots.plot_histories({"x": _history(1)}, metrics=("loss",))
     with pytest.raises(ValueError, match="classes"):
         plots.plot_per_class_accuracy({"a": Evaluation(0, 1, (1.0,), 1)}, ["a", "b"])
+
+
+def test_plot_percentile_tracks_one_panel_per_network_three_lines_each():
+    import numpy as np
+
+    steps = np.arange(0, 50, 10)
+    values = np.stack([steps * 0 - 1, steps * 0.0, steps * 0 + 1], axis=1)
+    fig = plots.plot_percentile_tracks({"plain": (steps, values), "BN": (steps, values + 1)})
+    assert len(fig.axes) == 2 and all(len(ax.lines) == 3 for ax in fig.axes)
+    with pytest.raises(ValueError, match="shape"):
+        plots.plot_percentile_tracks({"plain": (steps, values[:, :2])})
+    plt.close("all")

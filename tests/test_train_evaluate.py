@@ -157,3 +157,46 @@ def test_train_on_real_data_subset():
     model = models.MLP((784, 64, 10), batch_norm=True)
     hist = train.fit(model, tr.batches(64), torch.optim.SGD(model.parameters(), lr=0.05), 2, val=te, progress=False)
     assert hist.val_accuracy[-1] > 0.8
+
+
+def test_train_steps_spends_exactly_the_step_budget_across_passes():
+    config.configure(0, threads=1)
+    x, y = _toy(n=100)
+    model = models.MLP((10, 16, 3), batch_norm=True)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    seen = []
+
+    def probe(step):
+        seen.append(step)
+        model.eval()  # a probe may leave eval mode behind: the next step trains again
+
+    loss = train.train_steps(model, _td(x, y).batches(30, seed=0), opt, 9, after_step=probe)  # 4 batches a pass
+    assert seen == list(range(1, 10))
+    assert isinstance(loss, float) and loss > 0
+    bn = models.batchnorm_layers(model)[0]
+    assert bn.num_batches_tracked.item() == 9  # every step ran in training mode
+
+
+def test_train_steps_checks_its_arguments():
+    x, y = _toy(n=10)
+    model = models.MLP((10, 4, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="steps"):
+        train.train_steps(model, _td(x, y).batches(5), opt, 0)
+    with pytest.raises(TypeError, match="after_step"):
+        train.train_steps(model, _td(x, y).batches(5), opt, 1, after_step=3)
+    with pytest.raises(ValueError, match="no mini-batch"):
+        train.train_steps(model, [], opt, 1)
+
+
+def test_holdout_splits_without_overlap_and_names_the_parts():
+    x, y = _toy(n=50)
+    rest, held = _td(x, y).holdout(10, seed=1)
+    assert (len(rest), len(held)) == (40, 10)
+    assert (rest.split, held.split) == ("train (fit)", "train (validation)")
+    rows = {tuple(r.tolist()) for r in rest.x} | {tuple(r.tolist()) for r in held.x}
+    assert len(rows) == 50  # every example in exactly one part
+    again = _td(x, y).holdout(10, seed=1)[1]
+    assert torch.equal(again.x, held.x) and not torch.equal(_td(x, y).holdout(10, seed=2)[1].x, held.x)
+    with pytest.raises(ValueError, match="validation"):
+        _td(x, y).holdout(50)
