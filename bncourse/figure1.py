@@ -133,6 +133,7 @@ class Run:
         val_accuracy: (E,) accuracy on the validation split (held out from the training images).
         test_accuracy: (E,) accuracy on the test set (panel a of the paper's figure).
         seconds: wall-clock time of the run.
+        model: the trained network.
     """
 
     setting: Setting
@@ -142,6 +143,7 @@ class Run:
     val_accuracy: np.ndarray
     test_accuracy: np.ndarray
     seconds: float
+    model: nn.Sequential
 
 
 @dataclass(frozen=True)
@@ -250,7 +252,7 @@ def run(setting: Setting, splits: Splits | None = None) -> Run:
     batches = splits.train.batches(setting.batch_size, seed=setting.seed)
     train_steps(model, batches, optimizer, setting.steps, F.cross_entropy, after_step=after_step)
     return Run(setting, np.array(probe_steps), torch.stack(tracks).numpy(), np.array(eval_steps),
-               np.array(val_acc), np.array(test_acc), time.perf_counter() - start)
+               np.array(val_acc), np.array(test_acc), time.perf_counter() - start, model)
 
 
 def _run_in_worker(setting: Setting) -> Run:
