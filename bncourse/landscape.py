@@ -12,6 +12,7 @@ Instruments for the debate about batch normalization's mechanism, each usable on
 * :func:`probe_gradient_direction` -- the loss landscape along the gradient: loss, gradient change
   ("gradient predictiveness") and effective β-smoothness for steps of several lengths.
 * :func:`train_with_probes` -- SGD training that runs such probes every few steps.
+* :func:`shift_by_phase` -- a run's internal covariate shift per layer, averaged early, late and overall.
 
 All measurements use the model in training mode (BN with batch statistics, as during training)
 and leave its parameters, running statistics and train/eval modes exactly as they found them.
@@ -474,3 +475,35 @@ def train_with_probes(
     if step == 0:
         raise ValueError("batches yielded no examples")
     return run
+
+
+def shift_by_phase(run: ProbeRun, early: int, probe: str = "ics") -> dict[str, np.ndarray]:
+    """Average a run's internal-covariate-shift probes per layer, over three phases of training.
+
+    Args:
+        run: a :class:`ProbeRun` whose ``probe`` results are lists of :class:`ShiftMeasurement`
+            (one per weight layer), as :func:`internal_covariate_shift` returns them.
+        early: the probes at steps ``< early`` form the early phase.
+        probe: the name the probe was recorded under.
+
+    Returns:
+        ``{"cos early", "cos late", "cos", "l2"}`` -> one value per measured layer: the mean
+        cos(G, G') over the probes at steps ``< early``, over the second half of the run (steps
+        ``>= last probed step / 2``), over all probes; and the mean ‖G − G'‖₂ over all probes.
+
+    Raises:
+        TypeError: ``run`` is not a :class:`ProbeRun`.
+        ValueError: ``early`` is not a positive int, or no probe falls in the early phase.
+        KeyError: the run recorded no probe named ``probe``.
+    """
+    if not isinstance(run, ProbeRun):
+        raise TypeError(f"run must be a ProbeRun (from train_with_probes), got {type(run).__name__}")
+    positive_int("early", early)
+    steps, results = run.results(probe)
+    steps = np.asarray(steps)
+    if not (steps < early).any():
+        raise ValueError(f"no {probe!r} probe before step {early}: the first was at step {steps.min() if steps.size else None}")
+    cos = np.array([[r.cosine for r in step] for step in results])      # (probes, layers)
+    l2 = np.array([[r.l2 for r in step] for step in results])
+    return {"cos early": cos[steps < early].mean(0), "cos late": cos[steps >= steps.max() / 2].mean(0),
+            "cos": cos.mean(0), "l2": l2.mean(0)}

@@ -3,6 +3,8 @@ on tiny models."""
 
 import math
 
+import numpy as np
+
 import pytest
 import torch
 from torch import nn
@@ -302,3 +304,25 @@ def test_plot_covariate_shift_and_landscape_layouts(probed_runs):
     with pytest.raises(KeyError):
         plots.plot_gradient_landscape(runs, probe="nothing")
     plt.close("all")
+
+
+def test_shift_by_phase_averages_the_probes_of_each_phase(probed_runs):
+    runs, _ = probed_runs
+    run = runs["BN"]
+    steps, results = run.results("ics")
+    assert steps == [0, 2, 4]
+    cos = np.array([[r.cosine for r in step] for step in results])
+    l2 = np.array([[r.l2 for r in step] for step in results])
+    phases = ls.shift_by_phase(run, early=3)
+    np.testing.assert_allclose(phases["cos early"], cos[:2].mean(0))      # steps 0 and 2
+    np.testing.assert_allclose(phases["cos late"], cos[1:].mean(0))       # steps >= 4 / 2
+    np.testing.assert_allclose(phases["cos"], cos.mean(0))
+    np.testing.assert_allclose(phases["l2"], l2.mean(0))
+    assert phases["cos early"].shape == (len(results[0]),)
+    np.testing.assert_allclose(ls.shift_by_phase(run, early=1)["cos early"], cos[0])
+    with pytest.raises(TypeError, match="ProbeRun"):
+        ls.shift_by_phase({"ics": []}, early=3)
+    with pytest.raises(ValueError, match="early"):
+        ls.shift_by_phase(run, early=0)
+    with pytest.raises(KeyError):
+        ls.shift_by_phase(run, early=3, probe="missing")
