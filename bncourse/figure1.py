@@ -329,9 +329,15 @@ def unit_drift(percentiles: np.ndarray, start: int = 0, per_step: bool = False,
         raise ValueError(f"start must be a probe index in [0, {q.shape[0] - 2}], got {start!r}")
     if isinstance(min_spread, bool) or not isinstance(min_spread, Real) or not 0 < min_spread < float("inf"):
         raise ValueError(f"min_spread must be a positive finite number, got {min_spread!r}")
-    spread = np.maximum((q[:, -1, :] - q[:, 0, :]).mean(axis=0), min_spread)
+    return _relative_drift(q, start, per_step, min_spread)
+
+
+def _relative_drift(q: np.ndarray, start: int, per_step: bool, min_spread: float) -> np.ndarray:
+    """The arithmetic of :func:`unit_drift` on tracks ``q`` of shape (probes, percentiles, units)."""
+    width = q[:, -1, :] - q[:, 0, :]                                   # p85 - p15 at every probe
+    spread = np.maximum(width.mean(axis=0), min_spread)                # typical spread, floored
     if per_step:
-        moved = np.abs(np.diff(q[start:], axis=0)).max(axis=1).mean(axis=0)
+        moved = np.abs(np.diff(q[start:], axis=0)).max(axis=1).mean(axis=0)   # mean move between probes
     else:
-        moved = np.abs(q[-1] - q[start]).max(axis=0)
+        moved = np.abs(q[-1] - q[start]).max(axis=0)                   # largest percentile move, start -> end
     return moved / spread
