@@ -185,12 +185,7 @@ def network(setting: Setting) -> nn.Sequential:
         raise TypeError(f"setting must be a figure1.Setting, got {type(setting).__name__}")
     torch.manual_seed(setting.seed)
     model = models.MLP(SIZES, batch_norm=setting.batch_norm, activation="sigmoid")
-    for module in model.modules():
-        if isinstance(module, nn.Linear):
-            nn.init.normal_(module.weight, mean=0.0, std=setting.init_std)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-    return model
+    return models.init_normal_(model, std=setting.init_std)
 
 
 def last_sigmoid_input(model: nn.Sequential, x: torch.Tensor) -> torch.Tensor:

@@ -94,6 +94,36 @@ class MLP(_Network):
         self.bn_position = bn_position
 
 
+def init_normal_(model: nn.Module, std: float | None = None, gain: float | None = None) -> nn.Module:
+    """Re-initialize every ``nn.Linear`` of ``model`` in place: Gaussian weights, zero biases.
+
+    Give exactly one of ``std`` (the same standard deviation for every layer, e.g. the "small
+    Gaussian" of the BN paper's Figure 1) or ``gain`` (standard deviation ``gain / sqrt(fan_in)``
+    per layer: ``gain = sqrt(2)`` is Kaiming's initialization for ReLU networks, a larger gain makes
+    the activations grow from layer to layer).
+
+    Returns:
+        ``model``, for chaining.
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module``.
+        ValueError: not exactly one of ``std`` and ``gain`` is given, or it is not a positive finite number.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if (std is None) == (gain is None):
+        raise ValueError(f"give exactly one of std and gain, got std={std!r}, gain={gain!r}")
+    value = std if std is not None else gain
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise ValueError(f"{'std' if std is not None else 'gain'} must be a positive finite number, got {value!r}")
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=std if std is not None else gain / module.in_features ** 0.5)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+    return model
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters (buffers such as running statistics are not counted)."""
     if not isinstance(model, nn.Module):

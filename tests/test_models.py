@@ -69,3 +69,32 @@ def test_lenet_and_helpers_bad_arguments():
         models.count_parameters("model")
     with pytest.raises(TypeError, match="nn.Module"):
         models.batchnorm_layers(None)
+
+
+def test_init_normal_std_and_gain():
+    torch.manual_seed(0)
+    model = models.MLP((400, 300, 100, 10), batch_norm=False)
+    assert models.init_normal_(model, std=0.03) is model
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    for layer in linears:
+        assert abs(layer.weight.std().item() - 0.03) < 0.003
+        assert torch.count_nonzero(layer.bias) == 0
+    models.init_normal_(model, gain=2.0)
+    for layer in linears:
+        expected = 2.0 / layer.in_features ** 0.5
+        assert abs(layer.weight.std().item() / expected - 1) < 0.1, (layer, expected)
+    # the same seed gives the same weights (no hidden randomness beyond torch's generator)
+    torch.manual_seed(1)
+    a = [p.clone() for p in models.init_normal_(models.MLP((20, 5, 3)), std=0.1).parameters()]
+    torch.manual_seed(1)
+    b = list(models.init_normal_(models.MLP((20, 5, 3)), std=0.1).parameters())
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"std": 0.1, "gain": 1.0}, {"std": 0.0}, {"gain": -1.0},
+                                    {"std": float("inf")}, {"std": True}, {"gain": "2"}])
+def test_init_normal_rejects_bad_arguments(kwargs):
+    with pytest.raises(ValueError, match="std|gain"):
+        models.init_normal_(models.MLP((4, 3, 2)), **kwargs)
+    with pytest.raises(TypeError, match="nn.Module"):
+        models.init_normal_("model", std=0.1)
