@@ -15,7 +15,8 @@ Each module holds one concept the notebooks use:
 - :mod:`bncourse.gluon`    -- the MXNet Gluon port (notebook 05).
 - :mod:`bncourse.landscape` -- why BN helps, measured: noisy BN, internal covariate shift, the loss
   landscape along the gradient (notebook 06).
-- :mod:`bncourse.exercises` -- self-checking exercises (check / hint / solution) (notebook 06).
+- :mod:`bncourse.exercises` -- self-checking exercises: the framework (``core``: check / hint / solution)
+  and each notebook's exercises in a module of their own (``ex06``).
 - :mod:`bncourse.checks`   -- the argument checks the public functions share.
 """
 

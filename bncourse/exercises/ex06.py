@@ -1,21 +1,8 @@
-"""Self-checking exercises on batch normalization: each with ``check``, ``hint`` and ``solution``.
-
-Every exercise asks for a function. The learner writes it in the notebook and calls
-``qN.check(their_function)``; the check runs it on numeric test cases and says precisely what is wrong
-(for common mistakes it recognizes the mistake by name: the unbiased variance, momentum applied the
-wrong way round, statistics over the wrong axis, ...). ``qN.hint()`` gives a nudge and
-``qN.solution()`` shows the reference solution with an explanation.
-
-Placeholders and the solution mode
-----------------------------------
-Learners start from cells holding the placeholder :data:`____` (``return ____``). The call
-``f = qN.answer_or_solution(f)`` returns the learner's own function -- unless the environment variable
-``BNCOURSE_EXERCISE_SOLUTIONS`` is set to ``1`` (or ``true``/``yes``), in which case it returns the
-reference solution instead and says so. The course's test suite sets that variable, so the executed
-exercise notebook runs every check (and every experiment built on the answers) with the reference
-solutions filled in, while the notebook a learner opens shows the placeholders.
+"""The exercises of notebook 06 (controversy and exercises): ``q1`` … ``q10``, each an
+:class:`~bncourse.exercises.core.Exercise` with ``check``, ``hint`` and ``solution``.
 
 Example:
+    >>> from bncourse.exercises import ____
     >>> def update_running_stats(running_mean, running_var, batch, momentum):
     ...     return ____
     >>> update_running_stats = q9.answer_or_solution(update_running_stats)  # doctest: +SKIP
@@ -24,223 +11,25 @@ Example:
 
 from __future__ import annotations
 
+__all__ = [
+    "EXERCISES", "q1", "q2", "q3", "q4", "q5", "q6", "q7", "q8", "q9", "q10",
+    # the reference solutions
+    "remove_bias", "largest_usable_lr", "mlp_with_bn", "replace_dropout_with_bn", "freeze_bn_affine", "lite_batch_norm", "group_norm", "fold_into_linear", "update_running_stats", "freeze_bn_affine_gluon",
+    # the exercise classes
+    "BiasBeforeBatchNorm", "UsableLearningRate", "BatchNormWhere", "DropoutToBatchNorm", "FreezeGammaBeta", "LiteBatchNorm", "GroupNormFromScratch", "FoldBatchNorm", "RunningStatistics", "FreezeGammaBetaGluon",
+]
+
 import copy
-import inspect
 import math
-import os
-import textwrap
-from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from . import _mxnet
-from .models import batchnorm_layers
-
-#: Environment variable that switches :meth:`Exercise.answer_or_solution` to the reference solutions.
-SOLUTIONS_ENV = "BNCOURSE_EXERCISE_SOLUTIONS"
-
-
-class Placeholder:
-    """The blank a learner replaces with an answer; there is exactly one, :data:`____`."""
-
-    _instance: "Placeholder | None" = None
-
-    def __new__(cls) -> "Placeholder":
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "____"
-
-
-#: The placeholder learners see in exercise cells (Kaggle-learn style ``____``).
-____ = Placeholder()
-PLACEHOLDER = ____
-
-
-def solutions_enabled() -> bool:
-    """Whether ``BNCOURSE_EXERCISE_SOLUTIONS`` asks for the reference solutions (``1``/``true``/``yes``)."""
-    return os.environ.get(SOLUTIONS_ENV, "").strip().lower() in ("1", "true", "yes")
-
-
-@dataclass(frozen=True, repr=False)
-class CheckResult:
-    """The verdict of :meth:`Exercise.check`: truthy when correct; displays its message in Jupyter."""
-
-    exercise: str
-    passed: bool
-    message: str
-    answered: bool = True
-    #: The check could not run on this machine (the Gluon exercise without mxnet); ``message`` says why.
-    skipped: bool = False
-
-    def __bool__(self) -> bool:
-        return self.passed
-
-    @property
-    def status(self) -> str:
-        """``"Correct"``, ``"Incorrect"``, ``"Not answered yet"`` or ``"Skipped"``."""
-        if self.skipped:
-            return "Skipped"
-        if not self.answered:
-            return "Not answered yet"
-        return "Correct" if self.passed else "Incorrect"
-
-    def __repr__(self) -> str:
-        mark = "✔" if self.passed else ("–" if self.skipped else "✘")
-        return f"{mark} {self.exercise} — {self.status}: {self.message}"
-
-    def _repr_markdown_(self) -> str:
-        colour = "#2e7d32" if self.passed else ("#9e9e9e" if not self.answered or self.skipped else "#c62828")
-        return f'<span style="color:{colour}">**{self.status}**</span> ({self.exercise}): {self.message}'
-
-
-@dataclass(frozen=True, repr=False)
-class Note:
-    """A hint or a solution: Markdown shown by Jupyter, plain text anywhere else."""
-
-    title: str
-    text: str
-
-    def __repr__(self) -> str:
-        return f"{self.title}\n{self.text}"
-
-    def _repr_markdown_(self) -> str:
-        return f"**{self.title}**\n\n{self.text}"
-
-
-class _Wrong(Exception):
-    """Raised inside a check at the first failed test; its message is shown to the learner."""
-
-
-class _Unanswered(Exception):
-    """Raised inside a check when the learner's function still returns the placeholder."""
-
-
-def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
-    return (a.detach().double() - b.detach().double()).abs().max().item()
-
-
-def _close(a: Any, b: torch.Tensor, atol: float = 1e-5, rtol: float = 1e-4) -> bool:
-    return isinstance(a, torch.Tensor) and a.shape == b.shape and torch.allclose(a.detach().double(), b.double(), atol=atol, rtol=rtol)
-
-
-class Exercise:
-    """One exercise: a task, a reference solution, a hint and a check with precise feedback.
-
-    Subclasses set :attr:`title`, :attr:`task`, :attr:`hint_text`, :attr:`explanation` and
-    :attr:`reference` (a module-level function, shown by :meth:`solution`) and implement
-    :meth:`_verify`, which raises ``_Wrong(message)`` at the first failed test.
-    """
-
-    number: int = 0
-    title: str = ""
-    task: str = ""
-    hint_text: str = ""
-    explanation: str = ""
-    reference: Callable[..., Any]
-    #: The check builds Gluon networks: where mxnet cannot be imported it is skipped, saying why.
-    requires_mxnet: bool = False
-
-    def __init__(self) -> None:
-        self.last_result: CheckResult | None = None
-
-    @property
-    def name(self) -> str:
-        """``"Exercise N · title"``."""
-        return f"Exercise {self.number} · {self.title}"
-
-    def __repr__(self) -> str:
-        return f"<{self.name}>"
-
-    # -- the learner's side ------------------------------------------------------------------
-    def answer_or_solution(self, answer: Any) -> Any:
-        """Return ``answer``, or the reference solution when :func:`solutions_enabled` is true.
-
-        In solution mode a one-line note is printed, so an executed notebook says openly which
-        function its checks ran.
-        """
-        if solutions_enabled():
-            print(f"{self.name}: using the reference solution ({SOLUTIONS_ENV}=1).")
-            return type(self).reference
-        return answer
-
-    def check(self, answer: Any) -> CheckResult:
-        """Run ``answer`` (the learner's function) on the exercise's test cases.
-
-        Returns:
-            A :class:`CheckResult` (truthy when every test passes) whose message says what is
-            wrong, or confirms what was verified; it is also kept in :attr:`last_result`. An
-            exercise that needs mxnet, on a machine where it cannot be imported, returns a skipped
-            result whose message says why and where to run it.
-        """
-        if self.requires_mxnet and not _mxnet.available():
-            self.last_result = CheckResult(self.name, False, _mxnet.skip_reason(), skipped=True)
-            return self.last_result
-        try:
-            if answer is PLACEHOLDER:
-                raise _Unanswered
-            if not callable(answer):
-                raise _Wrong(f"expected a function, got {type(answer).__name__} {answer!r}")
-            with torch.random.fork_rng(devices=[]):      # the checks leave the learner's random state alone
-                message = self._verify(answer)
-            result = CheckResult(self.name, True, message)
-        except _Unanswered:
-            result = CheckResult(self.name, False, "replace the ____ placeholder with your code, then check again.", answered=False)
-        except _Wrong as wrong:
-            result = CheckResult(self.name, False, str(wrong))
-        self.last_result = result
-        return result
-
-    def hint(self) -> Note:
-        """A nudge towards the answer."""
-        return Note(f"Hint — {self.name}", self.hint_text)
-
-    def solution(self) -> Note:
-        """The reference solution's source code and why it is right."""
-        source = textwrap.dedent(inspect.getsource(type(self).reference))
-        return Note(f"Solution — {self.name}", f"```python\n{source}```\n\n{self.explanation}")
-
-    # -- the checking side --------------------------------------------------------------------
-    def _verify(self, answer: Callable[..., Any]) -> str:
-        raise NotImplementedError
-
-    @staticmethod
-    def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Call the learner's function; its exceptions and placeholder returns become feedback."""
-        try:
-            out = fn(*args, **kwargs)
-        except _Unanswered:
-            raise
-        except Exception as exc:  # the learner's code failed: say how, with the call that failed
-            raise _Wrong(f"your function raised {type(exc).__name__}: {exc}") from None
-        if out is PLACEHOLDER or (isinstance(out, tuple) and any(o is PLACEHOLDER for o in out)):
-            raise _Unanswered
-        return out
-
-    @staticmethod
-    def _diagnose(got: torch.Tensor, expected: torch.Tensor, mistakes: Mapping[str, torch.Tensor], what: str,
-                  atol: float = 1e-5) -> None:
-        """Raise ``_Wrong`` unless ``got`` matches ``expected``, naming a recognised mistake if it matches one."""
-        if not isinstance(got, torch.Tensor):
-            raise _Wrong(f"{what}: expected a tensor, got {type(got).__name__}")
-        if got.shape != expected.shape:
-            raise _Wrong(f"{what}: expected shape {tuple(expected.shape)}, got {tuple(got.shape)}")
-        if _close(got, expected, atol=atol):
-            return
-        for explanation, wrong in mistakes.items():
-            if _close(got, wrong, atol=atol):
-                raise _Wrong(f"{what} is off by up to {_max_diff(got, expected):.3g}: {explanation}")
-        raise _Wrong(f"{what} is off by up to {_max_diff(got, expected):.3g} (largest absolute difference "
-                     "from the correct values)")
-
-
-def _generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
+from .. import _mxnet
+from ..models import batchnorm_layers
+from .core import Exercise, _Wrong, _Unanswered, _max_diff, _close, _generator
 
 
 # ---------------------------------------------------------------------------------------------
@@ -865,7 +654,7 @@ class FreezeGammaBetaGluon(Exercise):
     requires_mxnet = True
 
     def _verify(self, answer: Callable[..., Any]) -> str:
-        from . import gluon as bn_gluon  # imports mxnet (bncourse._mxnet): only when checked
+        from .. import gluon as bn_gluon  # imports mxnet (bncourse._mxnet): only when checked
 
         mx = bn_gluon.mx
         mx_gluon = bn_gluon.gluon
@@ -910,24 +699,3 @@ EXERCISES: tuple[Exercise, ...] = (
     LiteBatchNorm(), GroupNormFromScratch(), FoldBatchNorm(), RunningStatistics(), FreezeGammaBetaGluon(),
 )
 q1, q2, q3, q4, q5, q6, q7, q8, q9, q10 = EXERCISES
-
-
-def summary(exercises: Sequence[Exercise] = EXERCISES) -> str:
-    """One line per exercise with the status of its last check (``not checked yet`` if none)."""
-    if not all(isinstance(e, Exercise) for e in exercises):
-        raise TypeError("exercises must be a sequence of bncourse.exercises.Exercise objects")
-    lines = []
-    for e in exercises:
-        r = e.last_result
-        status = r.status if r is not None else "not checked yet"
-        mark = "✔" if r is not None and r.passed else ("–" if r is not None and r.skipped else "·")
-        lines.append(f"{mark} {e.name}: {status}" + (f" ({r.message})" if r is not None and r.skipped else ""))
-    return "\n".join(lines)
-
-
-def all_passed(exercises: Sequence[Exercise] = EXERCISES) -> bool:
-    """Whether the last check of every exercise passed, skipped ones apart (the Gluon exercise where
-    mxnet cannot be imported: its check says so)."""
-    if not all(isinstance(e, Exercise) for e in exercises):
-        raise TypeError("exercises must be a sequence of bncourse.exercises.Exercise objects")
-    return all(e.last_result is not None and (e.last_result.passed or e.last_result.skipped) for e in exercises)
