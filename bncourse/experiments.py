@@ -135,7 +135,7 @@ class SweepPoint:
     Attributes:
         value: the swept setting (a learning rate, a batch size).
         train_loss: mean training loss at the end of the run (``inf`` when training diverged).
-        test_accuracy: accuracy on the test data in eval mode (population statistics).
+        val_accuracy: accuracy on the validation data in eval mode (population statistics).
         diverged: the loss became NaN or infinite.
         seconds: wall-clock time of the run.
         steps: optimizer steps taken.
@@ -143,28 +143,28 @@ class SweepPoint:
 
     value: float
     train_loss: float
-    test_accuracy: float
+    val_accuracy: float
     diverged: bool
     seconds: float
     steps: int
 
 
-def _check_common(make_model: object, train: object, test: object) -> None:
+def _check_common(make_model: object, train: object, val: object) -> None:
     if not callable(make_model):
         raise TypeError(f"make_model must be a callable returning a fresh nn.Module, got {type(make_model).__name__}")
-    for name, value in (("train", train), ("test", test)):
+    for name, value in (("train", train), ("val", val)):
         if not isinstance(value, TensorData):
             raise TypeError(f"{name} must be a bncourse.data.TensorData, got {type(value).__name__}")
 
 
-def _diverged_point(value: float, test: TensorData, seconds: float, steps: int) -> SweepPoint:
-    return SweepPoint(value=value, train_loss=math.inf, test_accuracy=1.0 / len(test.classes), diverged=True, seconds=seconds, steps=steps)
+def _diverged_point(value: float, val: TensorData, seconds: float, steps: int) -> SweepPoint:
+    return SweepPoint(value=value, train_loss=math.inf, val_accuracy=1.0 / len(val.classes), diverged=True, seconds=seconds, steps=steps)
 
 
 def sweep_learning_rates(
     make_model: Callable[[], nn.Module],
     train: TensorData,
-    test: TensorData,
+    val: TensorData,
     rates: Sequence[float],
     epochs: int,
     batch_size: int = 256,
@@ -181,7 +181,7 @@ def sweep_learning_rates(
 
     Args:
         make_model: returns a fresh model, e.g. ``lambda: lenet_with_normalization("batch")``.
-        train, test: training data and the data the final accuracy is measured on.
+        train, val: training data and a split held out from it, on which the final accuracy is measured.
         rates: the learning rates, each > 0.
         epochs: passes over ``train`` per run.
         batch_size: examples per step.
@@ -193,7 +193,7 @@ def sweep_learning_rates(
     Returns:
         One :class:`SweepPoint` per rate, in the order given; ``train_loss`` is the mean over the last epoch.
     """
-    _check_common(make_model, train, test)
+    _check_common(make_model, train, val)
     rates = list(rates)
     if not rates or not all(isinstance(r, (int, float)) and not isinstance(r, bool) and r > 0 for r in rates):
         raise ValueError(f"rates must be a non-empty sequence of positive numbers, got {rates!r}")
@@ -214,9 +214,9 @@ def sweep_learning_rates(
                 break
         seconds = time.perf_counter() - start
         if not math.isfinite(loss):
-            points.append(_diverged_point(float(lr), test, seconds, steps))
+            points.append(_diverged_point(float(lr), val, seconds, steps))
             continue
-        accuracy = evaluate(model, test, device=device).accuracy
+        accuracy = evaluate(model, val, device=device).accuracy
         points.append(SweepPoint(float(lr), loss, accuracy, False, seconds, steps))
     return points
 
@@ -280,7 +280,7 @@ def linear_scaling(base_lr: float, base_batch_size: int = 256) -> Callable[[int]
 def sweep_batch_sizes(
     make_model: Callable[[], nn.Module],
     train: TensorData,
-    test: TensorData,
+    val: TensorData,
     batch_sizes: Sequence[int],
     num_examples: int,
     lr: Callable[[int], float],
@@ -290,11 +290,11 @@ def sweep_batch_sizes(
     progress: bool = True,
     desc: str | None = None,
 ) -> list[SweepPoint]:
-    """Train a fresh model per batch size on the same number of examples and test it.
+    """Train a fresh model per batch size on the same number of examples and measure it on the validation split.
 
     Args:
         make_model: returns a fresh model.
-        train, test: training data and the data the accuracy is measured on (eval mode: a batch-norm
+        train, val: training data and a split held out from it, on which the accuracy is measured (eval mode: a batch-norm
             model uses its running statistics, as it would in deployment).
         batch_sizes: the batch sizes, each at most ``len(train)``.
         num_examples: training examples per run (``num_examples // b`` steps at batch size ``b``).
@@ -308,7 +308,7 @@ def sweep_batch_sizes(
     Returns:
         One :class:`SweepPoint` per batch size, in the order given.
     """
-    _check_common(make_model, train, test)
+    _check_common(make_model, train, val)
     batch_sizes = list(batch_sizes)
     if not batch_sizes:
         raise ValueError("batch_sizes must name at least one batch size")
@@ -329,10 +329,10 @@ def sweep_batch_sizes(
         losses = train_for_examples(model, train, b, num_examples, optimizer, seed=seed, device=device)
         seconds = time.perf_counter() - start
         if not math.isfinite(losses[-1]):
-            points.append(_diverged_point(float(b), test, seconds, len(losses)))
+            points.append(_diverged_point(float(b), val, seconds, len(losses)))
             continue
         last = losses[-max(1, int(len(losses) * tail)):]
-        accuracy = evaluate(model, test, device=device).accuracy
+        accuracy = evaluate(model, val, device=device).accuracy
         points.append(SweepPoint(float(b), sum(last) / len(last), accuracy, False, seconds, len(losses)))
     return points
 

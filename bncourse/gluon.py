@@ -634,6 +634,7 @@ def fit(
     val: ArrayData | None = None,
     progress: bool = True,
     desc: str | None = None,
+    restore_best: bool = False,
 ) -> History:
     """Train ``net`` for ``epochs`` passes and record a :class:`bncourse.train.History`.
 
@@ -650,10 +651,17 @@ def fit(
         val: held-out data evaluated after every epoch.
         progress: show the progress bar.
         desc: label of the progress bar.
+        restore_best: model selection on ``val``: at the end, set the parameters and BN moving
+            statistics of the epoch with the highest validation accuracy
+            (:meth:`bncourse.train.History.best_epoch`). ``val`` must be held out from the training data.
     """
     positive_int("epochs", epochs)
     if val is not None and not isinstance(val, ArrayData):
         raise TypeError(f"val must be a bncourse.gluon.ArrayData or None, got {type(val).__name__}")
+    if not isinstance(restore_best, bool):
+        raise TypeError(f"restore_best must be a bool, got {type(restore_best).__name__} {restore_best!r}")
+    if restore_best and val is None:
+        raise ValueError("restore_best=True selects the epoch on the validation split: pass val=<a held-out split>")
     loss_fn = loss_fn or _default_loss()
     history = History()
     bar = tqdm(range(epochs), desc=desc or type(net).__name__, unit="epoch", disable=not progress)
@@ -671,7 +679,12 @@ def fit(
             history.val_loss.append(result.loss)
             history.val_accuracy.append(result.accuracy)
             postfix["val_acc"] = f"{result.accuracy:.4f}"
+            if restore_best and history.best_epoch() == history.epochs:   # a new best: keep its values
+                best_values = {name: p.data().copy() for name, p in net.collect_params().items()}
         bar.set_postfix(postfix)
+    if restore_best:
+        for name, p in net.collect_params().items():
+            p.set_data(best_values[name])
     return history
 
 

@@ -476,7 +476,7 @@ def plot_normalization(before, after, bins: int = 30, title: str | None = None) 
 
 
 #: y-axis labels of :class:`~bncourse.experiments.SweepPoint` metrics.
-SWEEP_METRIC_LABELS = {"train_loss": "final training loss", "test_accuracy": "test accuracy"}
+SWEEP_METRIC_LABELS = {"train_loss": "final training loss", "val_accuracy": "validation accuracy"}
 
 
 def plot_sweep(
@@ -495,7 +495,7 @@ def plot_sweep(
     Args:
         results: label -> the points of :func:`~bncourse.experiments.sweep_learning_rates` or
             :func:`~bncourse.experiments.sweep_batch_sizes`.
-        metric: ``"train_loss"`` or ``"test_accuracy"``.
+        metric: ``"train_loss"`` or ``"val_accuracy"``.
         xlabel: label of the swept value.
         logx, logy: logarithmic axes.
         title: panel title.

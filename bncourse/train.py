@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -44,6 +45,16 @@ class History:
     def as_dict(self) -> dict[str, list[float]]:
         """All metrics as a dict of lists."""
         return {name: list(getattr(self, name)) for name in self.__dataclass_fields__}
+
+    def best_epoch(self) -> int:
+        """The epoch (counted from 1) with the highest validation accuracy; the first one on a tie.
+
+        This is the model selection of :func:`fit` with ``restore_best=True``: it looks at the
+        validation split only, so the test set can be evaluated once, on the selected model.
+        """
+        if not self.val_accuracy:
+            raise ValueError("best_epoch needs validation accuracies: train with val=<a held-out split>")
+        return max(range(len(self.val_accuracy)), key=lambda e: (self.val_accuracy[e], -e)) + 1
 
 
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer, loss_fn: LossFn):
@@ -155,6 +166,7 @@ def fit(
     device: torch.device | str | None = None,
     progress: bool = True,
     desc: str | None = None,
+    restore_best: bool = False,
 ) -> History:
     """Train ``model`` for ``epochs`` passes over ``batches`` and record a :class:`History`.
 
@@ -171,10 +183,17 @@ def fit(
         device: default :func:`bncourse.config.get_device` (a GPU when present).
         progress: show the progress bar.
         desc: label of the progress bar.
+        restore_best: model selection on ``val``: at the end, load the weights and BN statistics
+            of the epoch with the highest validation accuracy (:meth:`History.best_epoch`). ``val``
+            must then be a split held out from the training data, never the test set.
     """
     positive_int("epochs", epochs)
     if val is not None and not isinstance(val, TensorData):
         raise TypeError(f"val must be a bncourse.data.TensorData or None, got {type(val).__name__}")
+    if not isinstance(restore_best, bool):
+        raise TypeError(f"restore_best must be a bool, got {type(restore_best).__name__} {restore_best!r}")
+    if restore_best and val is None:
+        raise ValueError("restore_best=True selects the epoch on the validation split: pass val=<a held-out split>")
     device = get_device(device)
     model.to(device)
     history = History()
@@ -193,5 +212,9 @@ def fit(
             history.val_loss.append(result.loss)
             history.val_accuracy.append(result.accuracy)
             postfix["val_acc"] = f"{result.accuracy:.4f}"
+            if restore_best and history.best_epoch() == history.epochs:   # a new best: keep its state
+                best_state = copy.deepcopy(model.state_dict())
         bar.set_postfix(postfix)
+    if restore_best:
+        model.load_state_dict(best_state)
     return history

@@ -180,8 +180,8 @@ def test_sweep_learning_rates_reports_each_rate_and_divergence():
     )
     assert [p.value for p in points] == [0.01, 1e12]
     assert not points[0].diverged and math.isfinite(points[0].train_loss) and points[0].steps == 4
-    assert 0.0 <= points[0].test_accuracy <= 1.0
-    assert points[1].diverged and points[1].train_loss == math.inf and points[1].test_accuracy == 0.1
+    assert 0.0 <= points[0].val_accuracy <= 1.0
+    assert points[1].diverged and points[1].train_loss == math.inf and points[1].val_accuracy == 0.1
 
 
 def test_sweep_learning_rates_same_seed_same_result():
@@ -190,7 +190,7 @@ def test_sweep_learning_rates_same_seed_same_result():
                                        [0.5], epochs=1, batch_size=8, device="cpu", progress=False)[0]
 
     a, b = run(), run()
-    assert a.train_loss == b.train_loss and a.test_accuracy == b.test_accuracy
+    assert a.train_loss == b.train_loss and a.val_accuracy == b.val_accuracy
 
 
 @pytest.mark.parametrize("kwargs, error", [
@@ -199,10 +199,10 @@ def test_sweep_learning_rates_same_seed_same_result():
     ({"epochs": 0}, ValueError),
     ({"batch_size": 0}, ValueError),
     ({"make_model": "lenet"}, TypeError),
-    ({"test": None}, TypeError),
+    ({"val": None}, TypeError),
 ])
 def test_sweep_learning_rates_rejects_bad_input(kwargs, error):
-    args = {"make_model": lambda: ex.lenet_with_normalization("none"), "train": tiny_data(16), "test": tiny_data(8),
+    args = {"make_model": lambda: ex.lenet_with_normalization("none"), "train": tiny_data(16), "val": tiny_data(8),
             "rates": [0.1], "epochs": 1, "progress": False}
     args.update(kwargs)
     with pytest.raises(error):
@@ -237,7 +237,7 @@ def test_linear_scaling():
     ({"train": None}, TypeError),
 ])
 def test_sweep_batch_sizes_rejects_bad_input(kwargs, error):
-    args = {"make_model": lambda: ex.lenet_with_normalization("none"), "train": tiny_data(16), "test": tiny_data(8),
+    args = {"make_model": lambda: ex.lenet_with_normalization("none"), "train": tiny_data(16), "val": tiny_data(8),
             "batch_sizes": [4], "num_examples": 8, "lr": ex.linear_scaling(0.1), "progress": False}
     args.update(kwargs)
     with pytest.raises(error):

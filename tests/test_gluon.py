@@ -430,3 +430,28 @@ def test_training_functions_reject_bad_input(tiny):
         G.evaluate(net, (test.x.asnumpy(), test.y.asnumpy()))
     with pytest.raises(TypeError):
         G.batch_statistics(models.LeNet()).__enter__()
+
+
+def test_fit_restore_best_restores_the_selected_epoch(tiny, monkeypatch):
+    """The Gluon twin of restore_best: epoch 2 of 3 has the best (scripted) validation accuracy,
+    and the network ends with its parameters and BN moving statistics."""
+    train, test = tiny
+    scripted, values = iter([0.4, 0.8, 0.6]), []
+
+    def fake_evaluate(net, val, loss_fn=None):
+        values.append({k: p.data().asnumpy().copy() for k, p in net.collect_params().items()})
+        return Evaluation(loss=1.0, accuracy=next(scripted), per_class_accuracy=(), num_examples=len(val))
+
+    monkeypatch.setattr(G, "evaluate", fake_evaluate)
+    mx.random.seed(0)
+    net = G.LeNet(batch_norm=True)
+    net.initialize()
+    trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.9})
+    history = G.fit(net, train.batches(64, seed=0), trainer, epochs=3, val=test, progress=False, restore_best=True)
+    assert history.best_epoch() == 2
+    final = {k: p.data().asnumpy() for k, p in net.collect_params().items()}
+    assert all((final[k] == values[1][k]).all() for k in final)
+    assert not all((final[k] == values[2][k]).all() for k in final)
+    assert any("running_mean" in k for k in final)
+    with pytest.raises(ValueError, match="held-out split"):
+        G.fit(net, train.batches(64), trainer, epochs=1, progress=False, restore_best=True)

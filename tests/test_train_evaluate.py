@@ -200,3 +200,38 @@ def test_holdout_splits_without_overlap_and_names_the_parts():
     assert torch.equal(again.x, held.x) and not torch.equal(_td(x, y).holdout(10, seed=2)[1].x, held.x)
     with pytest.raises(ValueError, match="validation"):
         _td(x, y).holdout(50)
+
+
+def test_fit_restore_best_selects_on_validation_and_restores_that_epoch(monkeypatch):
+    """With restore_best the model ends with the weights and BN statistics of the epoch whose
+    validation accuracy was highest -- here epoch 2 of 4, by a scripted validation score."""
+    config.configure(0, threads=1)
+    x, y = _toy()
+    scripted, states = iter([0.5, 0.9, 0.7, 0.9]), []
+
+    def fake_evaluate(model, val, loss_fn=None, device=None):
+        states.append({k: v.clone() for k, v in model.state_dict().items()})
+        return evaluate.Evaluation(loss=1.0, accuracy=next(scripted), num_examples=len(val), per_class_accuracy=[])
+
+    monkeypatch.setattr(train, "evaluate", fake_evaluate)
+    model = models.MLP((10, 16, 3), batch_norm=True)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    hist = train.fit(model, _td(x, y).batches(32, seed=0), opt, epochs=4, val=_td(x, y), device="cpu",
+                     progress=False, restore_best=True)
+    assert hist.best_epoch() == 2                     # the first of the tied best
+    final = model.state_dict()
+    assert all(torch.equal(final[k], states[1][k]) for k in final)          # epoch 2's weights and buffers
+    assert not all(torch.equal(final[k], states[3][k]) for k in final)      # not the last epoch's
+    assert any("running_mean" in k for k in final)
+
+
+def test_fit_restore_best_needs_a_validation_split_and_a_bool():
+    x, y = _toy()
+    model = models.MLP((10, 16, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="held-out split"):
+        train.fit(model, _td(x, y).batches(32), opt, epochs=1, progress=False, restore_best=True)
+    with pytest.raises(TypeError, match="restore_best must be a bool, got str"):
+        train.fit(model, _td(x, y).batches(32), opt, epochs=1, val=_td(x, y), progress=False, restore_best="yes")
+    with pytest.raises(ValueError, match="needs validation accuracies"):
+        train.History().best_epoch()

@@ -1,0 +1,110 @@
+"""Model selection done right: choose on a validation split held out from the training data, report the
+test set once, and repeat over seeds before comparing two settings.
+
+- :func:`train_select_test` -- one run: :func:`bncourse.train.fit` with ``restore_best=True`` on the
+  validation split, then a single evaluation of the selected model on the test set.
+- :func:`over_seeds` -- the same run for several seeds (weights and batch order both follow the seed).
+- :func:`seed_range` -- the ``(min, max)`` of a number over runs, to print "0.87–0.88 over 3 seeds".
+"""
+
+from __future__ import annotations
+
+__all__ = ["SelectedRun", "train_select_test", "over_seeds", "seed_range"]
+
+from dataclasses import dataclass
+from numbers import Integral
+from typing import Callable, Iterable, Sequence
+
+import torch
+from torch import nn
+
+from .checks import positive_int
+from .config import seed_everything
+from .data import TensorData
+from .evaluate import Evaluation, evaluate
+from .train import History, fit
+
+
+@dataclass(frozen=True)
+class SelectedRun:
+    """One training run with its model selection.
+
+    Attributes:
+        seed: the seed of the weights and of the batch order.
+        history: per-epoch training and validation metrics.
+        best_epoch: the epoch selected on the validation split (counted from 1).
+        val_accuracy: validation accuracy at ``best_epoch``.
+        test: the selected model evaluated on the test set -- the only time the test set is read.
+        model: the selected model (weights and BN statistics of ``best_epoch``).
+    """
+
+    seed: int
+    history: History
+    best_epoch: int
+    val_accuracy: float
+    test: Evaluation
+    model: nn.Module
+
+
+def train_select_test(
+    make_model: Callable[[], nn.Module],
+    make_optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer],
+    train: TensorData,
+    val: TensorData,
+    test: TensorData,
+    epochs: int,
+    batch_size: int,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+    desc: str | None = None,
+) -> SelectedRun:
+    """Train a fresh model, select its epoch on ``val``, and evaluate the selected model on ``test`` once.
+
+    Args:
+        make_model: returns a fresh model; called after seeding with ``seed``.
+        make_optimizer: ``make_optimizer(model.parameters())``, e.g. ``lambda p: torch.optim.SGD(p, lr=0.9)``.
+        train: the training data without the validation split (``TensorData.holdout``).
+        val: the split held out from the training data; selection looks at it only.
+        test: the test set, evaluated once at the end.
+        epochs: passes over ``train``.
+        batch_size: examples per SGD step.
+        seed: seeds the weights and the batch order.
+    """
+    if not callable(make_model) or not callable(make_optimizer):
+        raise TypeError(f"make_model and make_optimizer must be callables, got {type(make_model).__name__} and "
+                        f"{type(make_optimizer).__name__}")
+    for name, value in (("train", train), ("val", val), ("test", test)):
+        if not isinstance(value, TensorData):
+            raise TypeError(f"{name} must be a bncourse.data.TensorData, got {type(value).__name__}")
+    if isinstance(seed, bool) or not isinstance(seed, Integral):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
+    positive_int("batch_size", batch_size)
+    seed_everything(int(seed))
+    model = make_model()
+    optimizer = make_optimizer(model.parameters())
+    history = fit(model, train.batches(batch_size, seed=int(seed)), optimizer, epochs, val=val, device=device,
+                  progress=progress, desc=desc, restore_best=True)
+    best = history.best_epoch()
+    return SelectedRun(int(seed), history, best, history.val_accuracy[best - 1], evaluate(model, test, device=device), model)
+
+
+def over_seeds(seeds: Sequence[int], **run: object) -> list[SelectedRun]:
+    """:func:`train_select_test` once per seed in ``seeds``, with the other arguments in ``run``.
+
+    ``desc`` (if given) is suffixed with the seed.
+    """
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence) or not seeds:
+        raise ValueError(f"seeds must be a non-empty sequence of ints, got {seeds!r}")
+    if "seed" in run:
+        raise TypeError("over_seeds takes the seeds as its first argument, not seed=")
+    desc = run.pop("desc", None)
+    return [train_select_test(seed=s, desc=f"{desc}, seed {s}" if desc else None, **run) for s in seeds]
+
+
+def seed_range(values: Iterable[float]) -> tuple[float, float]:
+    """``(min, max)`` of ``values`` -- the spread over seeds that a claim must hold across."""
+    values = [float(v) for v in values]
+    if not values:
+        raise ValueError("seed_range needs at least one value")
+    return min(values), max(values)
