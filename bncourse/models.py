@@ -55,6 +55,8 @@ class MLP(_Network):
         bn_position: ``"before"`` or ``"after"`` the activation.
         norm_layer: the normalization to insert, called with the width (default ``nn.BatchNorm1d``;
             pass the course's scratch layer to swap it in).
+        dropout: the probability of an ``nn.Dropout`` placed at the end of every hidden layer (after the
+            activation, and after BN when BN comes after it); ``0`` (the default) adds none.
 
     Example:
         >>> MLP((784, 512, 256, 10), batch_norm=True)  # doctest: +ELLIPSIS
@@ -68,6 +70,7 @@ class MLP(_Network):
         activation: str | Callable[[], nn.Module] = "relu",
         bn_position: str = "before",
         norm_layer: Callable[[int], nn.Module] = nn.BatchNorm1d,
+        dropout: float = 0.0,
     ) -> None:
         sizes = tuple(sizes)
         if len(sizes) < 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes):
@@ -76,6 +79,8 @@ class MLP(_Network):
             raise TypeError(f"batch_norm must be a bool, got {type(batch_norm).__name__}")
         if bn_position not in BN_POSITIONS:
             raise ValueError(f"bn_position must be one of {BN_POSITIONS}, got {bn_position!r}")
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be a probability in [0, 1), got {dropout!r}")
         act = _activation(activation)
         layers: list[nn.Module] = [nn.Flatten()]
         for width_in, width_out in zip(sizes[:-2], sizes[1:-1]):
@@ -87,6 +92,8 @@ class MLP(_Network):
                 layers += [act(), norm_layer(width_out)]
             else:
                 layers.append(act())
+            if dropout:
+                layers.append(nn.Dropout(float(dropout)))
         layers.append(nn.Linear(sizes[-2], sizes[-1]))
         super().__init__(*layers)
         self.sizes = sizes

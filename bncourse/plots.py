@@ -590,3 +590,45 @@ def plot_normalization_axes(num_examples: int = 4, num_channels: int = 6, groups
     fig.suptitle("Each square is one H×W feature map; outlined: values sharing one mean and variance", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def plot_gamma_beta(layers: Mapping[str, tuple[object, object]], title: str | None = None) -> Figure:
+    """The learned scale γ and shift β of a normalization layer, one bar per channel, side by side for
+    several layers or frameworks (γ = 1 and β = 0 at the start are drawn as gray lines).
+
+    Args:
+        layers: label -> ``(gamma, beta)``, each a 1-d array or tensor of one value per channel
+            (all of the same length), e.g. ``{"PyTorch": (bn.weight, bn.bias)}``.
+        title: figure title.
+    """
+    if not isinstance(layers, Mapping) or not layers:
+        raise TypeError(f"layers must be a non-empty mapping of label -> (gamma, beta), got {type(layers).__name__}")
+    values = {}
+    for label, pair in layers.items():
+        if not isinstance(pair, tuple) or len(pair) != 2:
+            raise TypeError(f"layers[{label!r}] must be a (gamma, beta) pair, got {type(pair).__name__}")
+        g, b = (np.asarray(v.detach().cpu() if hasattr(v, "detach") else v, dtype=float) for v in pair)
+        if g.ndim != 1 or g.shape != b.shape:
+            raise ValueError(f"layers[{label!r}]: gamma and beta must be 1-d of the same length, got shapes "
+                             f"{g.shape} and {b.shape}")
+        values[label] = (g, b)
+    channels = {g.size for g, _ in values.values()}
+    if len(channels) != 1:
+        raise ValueError(f"all layers must have the same number of channels, got {sorted(channels)}")
+    n, width = channels.pop(), 0.8 / len(values)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
+    for i, (label, (g, b)) in enumerate(values.items()):
+        offset = (i - (len(values) - 1) / 2) * width
+        for ax, v in zip(axes, (g, b)):
+            ax.bar(np.arange(n) + offset, v, width=width, label=label)
+    for ax, name, start in zip(axes, ("γ (scale)", "β (shift)"), (1.0, 0.0)):
+        ax.axhline(start, color="gray", lw=0.8, ls="--")
+        ax.set_title(name)
+        ax.set_xlabel("channel")
+        ax.set_xticks(np.arange(n))
+    if len(values) > 1:
+        axes[1].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

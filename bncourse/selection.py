@@ -5,11 +5,13 @@ test set once, and repeat over seeds before comparing two settings.
   validation split, then a single evaluation of the selected model on the test set.
 - :func:`over_seeds` -- the same run for several seeds (weights and batch order both follow the seed).
 - :func:`seed_range` -- the ``(min, max)`` of a number over runs, to print "0.87–0.88 over 3 seeds".
+- :func:`generalization_gap` -- a fixed training budget, then the accuracy on the training data and on the
+  held-out split, both in eval mode: the gap between them is what a regularizer is supposed to shrink.
 """
 
 from __future__ import annotations
 
-__all__ = ["SelectedRun", "train_select_test", "over_seeds", "seed_range"]
+__all__ = ["SelectedRun", "train_select_test", "over_seeds", "seed_range", "GapRun", "generalization_gap"]
 
 from dataclasses import dataclass
 from numbers import Integral
@@ -108,3 +110,64 @@ def seed_range(values: Iterable[float]) -> tuple[float, float]:
     if not values:
         raise ValueError("seed_range needs at least one value")
     return min(values), max(values)
+
+
+@dataclass(frozen=True)
+class GapRun:
+    """Accuracy on the training data and on a held-out split after a fixed budget (no selection).
+
+    Attributes:
+        seed: the seed of the weights and of the batch order.
+        train_accuracy: accuracy on the training data, in eval mode (dropout off, BN's running statistics).
+        val_accuracy: accuracy on the held-out split, in eval mode.
+        gap: ``train_accuracy - val_accuracy``.
+        history: per-epoch training metrics.
+    """
+
+    seed: int
+    train_accuracy: float
+    val_accuracy: float
+    gap: float
+    history: History
+
+
+def generalization_gap(
+    make_model: Callable[[], nn.Module],
+    make_optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer],
+    train: TensorData,
+    val: TensorData,
+    epochs: int,
+    batch_size: int,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+) -> GapRun:
+    """Train a fresh model for ``epochs`` and measure how much better it does on ``train`` than on ``val``.
+
+    Both accuracies are measured the same way -- in eval mode, after training -- so the gap is the
+    model's, not an artefact of dropout being on or of BN's batch statistics during training.
+
+    Args:
+        make_model: returns a fresh model; called after seeding with ``seed``.
+        make_optimizer: ``make_optimizer(model.parameters())``.
+        train: the data the model trains on (keep it small to make overfitting visible).
+        val: a split held out from the training data.
+        epochs: the fixed budget (no epoch is selected).
+        batch_size: examples per SGD step.
+        seed: seeds the weights and the batch order.
+    """
+    if not callable(make_model) or not callable(make_optimizer):
+        raise TypeError(f"make_model and make_optimizer must be callables, got {type(make_model).__name__} and "
+                        f"{type(make_optimizer).__name__}")
+    for name, value in (("train", train), ("val", val)):
+        if not isinstance(value, TensorData):
+            raise TypeError(f"{name} must be a bncourse.data.TensorData, got {type(value).__name__}")
+    if isinstance(seed, bool) or not isinstance(seed, Integral):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
+    positive_int("batch_size", batch_size)
+    seed_everything(int(seed))
+    model = make_model()
+    history = fit(model, train.batches(batch_size, seed=int(seed)), make_optimizer(model.parameters()), epochs,
+                  device=device, progress=False)
+    on_train = evaluate(model, train, device=device).accuracy
+    on_val = evaluate(model, val, device=device).accuracy
+    return GapRun(int(seed), on_train, on_val, on_train - on_val, history)

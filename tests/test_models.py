@@ -98,3 +98,16 @@ def test_init_normal_rejects_bad_arguments(kwargs):
         models.init_normal_(models.MLP((4, 3, 2)), **kwargs)
     with pytest.raises(TypeError, match="nn.Module"):
         models.init_normal_("model", std=0.1)
+
+
+def test_mlp_dropout_goes_at_the_end_of_every_hidden_layer():
+    from torch import nn as _nn
+    from bncourse import models as _m
+    net = _m.MLP((8, 6, 4, 3), batch_norm=True, bn_position="after", dropout=0.5)
+    kinds = [type(m).__name__ for m in net]
+    assert kinds == ["Flatten", "Linear", "ReLU", "BatchNorm1d", "Dropout", "Linear", "ReLU", "BatchNorm1d", "Dropout", "Linear"]
+    assert all(m.p == 0.5 for m in net if isinstance(m, _nn.Dropout))
+    assert not any(isinstance(m, _nn.Dropout) for m in _m.MLP((8, 6, 3)))
+    for bad in (1.0, -0.1, True, "0.5"):
+        with pytest.raises(ValueError, match="dropout must be a probability"):
+            _m.MLP((8, 6, 3), dropout=bad)

@@ -63,3 +63,19 @@ def test_plot_percentile_tracks_one_panel_per_network_three_lines_each():
     with pytest.raises(ValueError, match="shape"):
         plots.plot_percentile_tracks({"plain": (steps, values[:, :2])})
     plt.close("all")
+
+
+def test_plot_gamma_beta_draws_one_bar_per_channel_and_layer():
+    import numpy as np
+    import torch
+    fig = plots.plot_gamma_beta({"a": (torch.ones(6), torch.zeros(6)), "b": (np.full(6, 2.0), np.arange(6.0))}, title="t")
+    gamma_ax, beta_ax = fig.axes
+    assert len(gamma_ax.patches) == 12 and len(beta_ax.patches) == 12
+    assert [p.get_height() for p in beta_ax.patches][6:] == list(range(6))
+    with pytest.raises(ValueError, match="same length"):
+        plots.plot_gamma_beta({"a": (np.ones(6), np.ones(5))})
+    with pytest.raises(ValueError, match="same number of channels"):
+        plots.plot_gamma_beta({"a": (np.ones(6), np.ones(6)), "b": (np.ones(3), np.ones(3))})
+    with pytest.raises(TypeError, match="non-empty mapping"):
+        plots.plot_gamma_beta({})
+    plt.close(fig)

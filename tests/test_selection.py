@@ -65,3 +65,18 @@ def test_bad_arguments_are_named(kw, error, match):
     seed = kw.pop("seed", 0)
     with pytest.raises(error, match=match):
         _run(seed=seed, **kw)
+
+
+def test_generalization_gap_measures_both_splits_in_eval_mode():
+    import torch.nn as nn
+    make = lambda: nn.Sequential(models.MLP((10, 64, 3), batch_norm=True), nn.Dropout(0.5))
+    run = selection.generalization_gap(make, lambda p: torch.optim.SGD(p, lr=0.2), _td(64, 0), _td(256, 1),
+                                       epochs=30, batch_size=16, seed=0, device="cpu")
+    assert run.gap == pytest.approx(run.train_accuracy - run.val_accuracy)
+    assert run.train_accuracy > run.val_accuracy          # 64 examples and 30 epochs: it fits them better
+    assert run.history.epochs == 30
+    again = selection.generalization_gap(make, lambda p: torch.optim.SGD(p, lr=0.2), _td(64, 0), _td(256, 1),
+                                         epochs=30, batch_size=16, seed=0, device="cpu")
+    assert again == run or (again.train_accuracy, again.val_accuracy) == (run.train_accuracy, run.val_accuracy)
+    with pytest.raises(TypeError, match="val must be"):
+        selection.generalization_gap(make, lambda p: torch.optim.SGD(p, lr=0.2), _td(64, 0), None, epochs=1, batch_size=16)
