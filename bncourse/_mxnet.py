@@ -13,6 +13,10 @@ first makes mxnet importable under the course's NumPy (see :func:`_restore_numpy
 
 from __future__ import annotations
 
+__all__ = [
+    "MISSING", "MxnetUnavailableError", "import_mxnet", "available", "skip_reason",
+]
+
 import sys
 from types import ModuleType
 

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+__all__ = [
+    "DEFAULT_THREADS", "RunConfig", "get_device", "set_threads", "seed_everything", "configure",
+]
+
 import os
 import random
+import sys
 from dataclasses import dataclass
+from numbers import Integral
 
 import numpy as np
 import torch
@@ -62,22 +68,34 @@ def set_threads(threads: int | None = None) -> int:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python's ``random``, NumPy and torch (CPU and every GPU) with ``seed``."""
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    """Seed Python's ``random``, NumPy, torch (CPU and every GPU) and, once it is imported, MXNet with ``seed``.
+
+    MXNet is seeded only if it has been imported already (``bncourse.gluon`` imports it): seeding never
+    imports it, because importing MXNet changes the OpenMP thread count.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, Integral):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
+    seed = int(seed)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+    mxnet = sys.modules.get("mxnet")
+    if mxnet is not None and hasattr(mxnet, "random"):
+        mxnet.random.seed(seed % 2**31)
 
 
 def configure(seed: int = 0, threads: int | None = None, device: str | torch.device | None = None) -> RunConfig:
     """Fix seeds and thread count and choose the device, so that a rerun gives the same numbers.
 
+    What it sets: the seeds of Python's ``random``, NumPy, torch and (if imported) MXNet
+    (:func:`seed_everything`); torch's CPU thread count (:func:`set_threads`), which takes precedence
+    over an ``OMP_NUM_THREADS`` set in the environment; and the device the course trains on.
+
     Args:
-        seed: seeds Python, NumPy and torch.
-        threads: torch CPU threads; ``None`` uses every available core.
+        seed: seeds Python, NumPy, torch and MXNet.
+        threads: torch CPU threads; ``None`` uses every available core (whatever ``OMP_NUM_THREADS`` says).
         device: see :func:`get_device`.
 
     Returns:

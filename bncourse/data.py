@@ -42,7 +42,7 @@ from typing import Callable, Iterator
 import torch
 from torchvision import datasets
 
-from .checks import positive_int
+from .checks import flag, positive_int
 
 try:  # POSIX; elsewhere extraction runs without the cross-process lock
     import fcntl
@@ -601,7 +601,11 @@ class Batches:
             raise TypeError(f"x and y must be torch tensors, got {type(x).__name__} and {type(y).__name__}")
         if x.shape[0] != y.shape[0]:
             raise ValueError(f"x and y must have the same number of examples, got {x.shape[0]} and {y.shape[0]}")
-        positive_int("batch_size", batch_size)
+        batch_size = positive_int("batch_size", batch_size)
+        flag("shuffle", shuffle)
+        flag("drop_last", drop_last)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0):
+            raise TypeError(f"seed must be an int >= 0 or None, got {type(seed).__name__} {seed!r}")
         if x.shape[0] == 0:
             raise ValueError("cannot make batches of an empty dataset")
         self.x, self.y = x, y
@@ -612,7 +616,7 @@ class Batches:
         if seed is None:
             self.generator.seed()
         else:
-            self.generator.manual_seed(seed)
+            self.generator.manual_seed(int(seed))
 
     def __len__(self) -> int:
         n = self.x.shape[0]

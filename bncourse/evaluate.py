@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+__all__ = [
+    "MODES", "Evaluation", "batch_statistics", "evaluate",
+]
+
 import contextlib
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -10,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .checks import positive_int
+from .checks import device_of, positive_int
 from .data import TensorData
 
 #: Evaluation modes: ``"eval"`` normalizes with the running (population) statistics, as at
@@ -106,7 +110,7 @@ def evaluate(
     positive_int("batch_size", batch_size)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    device = torch.device(device) if device is not None else device_of(model)
 
     num_classes = None
     loss_sum = 0.0

@@ -14,6 +14,11 @@ measure what it does.
 
 from __future__ import annotations
 
+__all__ = [
+    "NORMALIZATIONS", "AXIS_KINDS", "lenet_with_normalization", "standardize_over_axes", "SweepPoint",
+    "sweep_learning_rates", "train_for_examples", "linear_scaling", "sweep_batch_sizes", "offline_cifar10",
+]
+
 import math
 import os
 import time
@@ -26,7 +31,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from .checks import positive_int
+from .checks import device_of, positive_int
 from .config import get_device, seed_everything
 from .data import TensorData, data_dir
 from .evaluate import evaluate
@@ -251,7 +256,7 @@ def train_for_examples(
         raise ValueError(f"batch_size ({batch_size}) is larger than the training data ({len(train)} examples)")
     if num_examples < batch_size:
         raise ValueError(f"num_examples ({num_examples}) must be at least one batch ({batch_size})")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    device = torch.device(device) if device is not None else device_of(model)
     steps = num_examples // batch_size
     batches = train.batches(batch_size, seed=seed, drop_last=True)
     model.train()

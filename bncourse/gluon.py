@@ -20,6 +20,12 @@ this module puts torch back at the thread count it had before.
 
 from __future__ import annotations
 
+__all__ = [
+    "ACTIVATIONS", "NORM_LAYERS", "ArrayBatches", "ArrayData", "BatchNorm", "LeNet", "batch_norm",
+    "batch_statistics", "batchnorm_layers", "copy_torch_parameters", "evaluate", "fit", "from_tensors",
+    "load_arrays", "mx", "to_numpy", "train_epoch", "train_step",
+]
+
 import contextlib
 import functools
 import sys
@@ -46,7 +52,7 @@ from mxnet.gluon import nn  # noqa: E402
 config.set_threads(None if _MXNET_ALREADY_IMPORTED else _TORCH_THREADS_BEFORE)
 npx.set_np()
 
-from .checks import positive_int  # noqa: E402
+from .checks import positive_finite, positive_int  # noqa: E402
 from .data import TensorData, load_tensors  # noqa: E402
 from .evaluate import Evaluation  # noqa: E402
 from .train import History  # noqa: E402
@@ -219,11 +225,12 @@ def batch_norm(
     for value, name in ((gamma, "gamma"), (beta, "beta"), (running_mean, "running_mean"), (running_var, "running_var")):
         if value.shape != (channels,):
             raise ValueError(f"{name} must have shape ({channels},) for input of shape {x.shape}, got {value.shape}")
-    if not 0.0 <= momentum <= 1.0:
-        raise ValueError(f"momentum must be in [0, 1] (Gluon's convention: weight of the old value), got {momentum}")
-    if eps <= 0:
-        raise ValueError(f"eps must be > 0, got {eps}")
+    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"momentum must be in [0, 1] (Gluon's convention: weight of the old value), got {momentum!r}")
+    eps = positive_finite("eps", eps)
     if autograd.is_training():
+        if x.size // channels < 2:   # as PyTorch does: one value per channel normalizes to β, whatever it was
+            raise ValueError(f"Expected more than 1 value per channel when training, got input shape {x.shape}")
         normalize = BatchNormFunction(eps)
         y = normalize(x, gamma, beta)
         with autograd.pause():  # bookkeeping, not part of the function being differentiated
@@ -256,8 +263,7 @@ class BatchNorm(nn.Block):
         positive_int("num_features", num_features)
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"momentum must be in [0, 1] (weight of the old value), got {momentum}")
-        if eps <= 0:
-            raise ValueError(f"eps must be > 0, got {eps}")
+        eps = positive_finite("eps", eps)
         super().__init__(**kwargs)
         self.num_features, self.eps, self.momentum = num_features, float(eps), float(momentum)
         with self.name_scope():
@@ -687,9 +693,3 @@ def fit(
             p.set_data(best_values[name])
     return history
 
-
-__all__ = [
-    "ACTIVATIONS", "NORM_LAYERS", "ArrayBatches", "ArrayData", "BatchNorm", "LeNet", "batch_norm",
-    "batch_statistics", "batchnorm_layers", "copy_torch_parameters", "evaluate", "fit", "from_tensors",
-    "load_arrays", "mx", "to_numpy", "train_epoch", "train_step",
-]

@@ -20,6 +20,12 @@ and leave its parameters, running statistics and train/eval modes exactly as the
 
 from __future__ import annotations
 
+__all__ = [
+    "LossFn", "NoisyBatchNorm", "percentile_drift", "ShiftMeasurement", "weight_layers",
+    "internal_covariate_shift", "GradientStepProbe", "probe_gradient_direction", "ProbeRun",
+    "train_with_probes", "shift_by_phase",
+]
+
 import contextlib
 import math
 from dataclasses import dataclass, field

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from .checks import positive_int
+from .checks import positive_finite, positive_int
 
 __all__ = ["batch_norm", "BatchNormFunction", "BatchNorm", "fold_into", "fold_batchnorm"]
 
@@ -171,7 +171,7 @@ def batch_norm(
         running_var: buffer of shape (C,) or ``None`` (given together with ``running_mean``).
         training: use (and record) batch statistics, or use the running ones.
         momentum: weight of the new batch in the running average, in [0, 1].
-        eps: added to the variance before the square root, >= 0.
+        eps: added to the variance before the square root, a finite number > 0.
 
     Returns:
         The normalized tensor, same shape and dtype as ``x``.
@@ -191,8 +191,7 @@ def batch_norm(
         raise TypeError(f"training must be a bool, got {type(training).__name__}")
     if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum <= 1.0:
         raise ValueError(f"momentum must be a number in [0, 1], got {momentum!r}")
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps < 0:
-        raise ValueError(f"eps must be a number >= 0, got {eps!r}")
+    eps = positive_finite("eps", eps)
 
     if not training and running_mean is not None:
         # Inference: a fixed affine map per channel, y = x * scale + shift.
@@ -202,7 +201,7 @@ def batch_norm(
         shift = -running_mean * scale
         if beta is not None:
             shift = shift + beta
-        return torch.addcmul(_per_channel(shift, x.dim()), x, _per_channel(scale, x.dim()))
+        return torch.addcmul(_per_channel(shift, x.dim()), x, _per_channel(scale, x.dim())).to(x.dtype)
 
     m = x.numel() // channels
     if m < 2:
@@ -212,7 +211,7 @@ def batch_norm(
         with torch.no_grad():
             running_mean.lerp_(mean.to(running_mean.dtype), momentum)
             running_var.lerp_((var * (m / (m - 1))).to(running_var.dtype), momentum)
-    return y
+    return y.to(x.dtype)
 
 
 class BatchNorm(nn.Module):
@@ -255,8 +254,7 @@ class BatchNorm(nn.Module):
     ) -> None:
         super().__init__()
         positive_int("num_features", num_features)
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps < 0:
-            raise ValueError(f"eps must be a number >= 0, got {eps!r}")
+        positive_finite("eps", eps)
         if momentum is not None and (
             isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum <= 1.0
         ):
@@ -399,7 +397,9 @@ def fold_batchnorm(model: nn.Sequential) -> nn.Sequential:
     if any(_is_batchnorm(m) and m.training for m in model.modules()):
         raise ValueError("folding uses the running statistics, so it is only valid in eval mode: call model.eval() first")
     kept: list[tuple[str, nn.Module]] = []
-    for name, module in model.named_children():
+    # zip(names, model) and not named_children(): a module object used twice appears twice here, and
+    # each use is folded (or copied) on its own.
+    for name, module in zip(model._modules, model):
         if isinstance(module, nn.Sequential):
             module = fold_batchnorm(module)
         elif (

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+__all__ = [
+    "ACTIVATIONS", "BN_POSITIONS", "MLP", "init_normal_", "count_parameters", "batchnorm_layers", "LeNet",
+]
+
 from collections import OrderedDict
 from typing import Callable, Sequence
 
@@ -26,6 +30,9 @@ def _activation(activation: str | Callable[[], nn.Module]) -> Callable[[], nn.Mo
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(ACTIVATIONS)} or an nn.Module class")
         return ACTIVATIONS[activation]
+    if isinstance(activation, nn.Module):
+        raise TypeError(f"activation must be a name or a class such as nn.ReLU (called once per layer), got the module "
+                        f"instance {activation!r}: pass {type(activation).__name__} without parentheses")
     if callable(activation):
         return activation
     raise TypeError(f"activation must be a name or a callable returning an nn.Module, got {type(activation).__name__}")
@@ -72,6 +79,8 @@ class MLP(_Network):
         norm_layer: Callable[[int], nn.Module] = nn.BatchNorm1d,
         dropout: float = 0.0,
     ) -> None:
+        if isinstance(sizes, (int, str)) or not hasattr(sizes, "__iter__"):
+            raise TypeError(f"sizes must be a sequence of layer widths such as (784, 512, 10), got {type(sizes).__name__} {sizes!r}")
         sizes = tuple(sizes)
         if len(sizes) < 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes):
             raise ValueError(f"sizes must be at least two positive ints (input, ..., output), got {sizes!r}")

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+__all__ = [
+    "METRIC_LABELS", "plot_histories", "plot_per_class_accuracy", "plot_activation_drift",
+    "plot_covariate_shift", "plot_gradient_landscape", "plot_percentile_tracks", "plot_step_curves",
+    "plot_layer_histograms", "plot_layer_series", "plot_layer_profile", "plot_normalization",
+    "SWEEP_METRIC_LABELS", "plot_sweep", "plot_normalization_axes", "plot_gamma_beta",
+]
+
 from typing import Mapping, Sequence
 
 import matplotlib.pyplot as plt

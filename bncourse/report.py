@@ -16,6 +16,8 @@ committed executed top to bottom numbers its cells 1, 2, 3, ...).
 
 from __future__ import annotations
 
+__all__ = ["Claim", "Claims"]
+
 from dataclasses import dataclass
 
 
@@ -95,5 +97,3 @@ class Claims:
     def __repr__(self) -> str:
         return self.markdown()
 
-
-__all__ = ["Claim", "Claims"]

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+__all__ = [
+    "LossFn", "History", "train_step", "train_steps", "train_epoch", "fit",
+]
+
 import copy
 import time
 from dataclasses import dataclass, field
@@ -12,7 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from .checks import positive_int
+from .checks import device_of, positive_int
 from .config import get_device
 from .data import TensorData
 from .evaluate import evaluate
@@ -139,7 +143,7 @@ def train_epoch(
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    device = torch.device(device) if device is not None else device_of(model)
     model.train()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
@@ -147,12 +151,22 @@ def train_epoch(
     for x, y in batches:
         if x.device != device:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        loss, logits = train_step(model, x, y, optimizer, loss_fn)
+        try:
+            loss, logits = train_step(model, x, y, optimizer, loss_fn)
+        except ValueError as err:
+            if "more than 1 value per channel" in str(err) and y.shape[0] == 1:
+                raise ValueError(f"a training batch holds a single example (after {seen} examples): batch norm cannot "
+                                 "normalize one value per channel. Drop the incomplete last batch "
+                                 "(batches(..., drop_last=True)) or choose a batch size that does not leave one "
+                                 "example over") from err
+            raise
         loss_sum += loss * y.shape[0]
         correct += (logits.argmax(1) == y).sum()
         seen += y.shape[0]
     if seen == 0:
-        raise ValueError("batches yielded no examples")
+        raise ValueError(f"batches yielded no examples: {type(batches).__name__} is empty, or it is a one-shot "
+                         "iterator (a generator) used up by an earlier epoch -- pass something that can be iterated "
+                         "again, such as TensorData.batches(...) or a DataLoader")
     return loss_sum.item() / seen, correct.item() / seen, seen
 
 

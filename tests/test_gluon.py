@@ -102,7 +102,7 @@ def test_batch_norm_rejects_bad_input():
     with pytest.raises(ValueError, match="momentum"):
         G.batch_norm(np.ones((2, 3)), c, c, c, c, momentum=1.5)
     with pytest.raises(ValueError, match="eps"):
-        G.batch_norm(np.ones((2, 3)), c, c, c, c, eps=0.0)
+        G.batch_norm(np.ones((2, 3)), c, c, c, c, eps=0.0)  # eps must be > 0
 
 
 def _plain_formula(x, gamma, beta, eps=1e-5):
@@ -455,3 +455,28 @@ def test_fit_restore_best_restores_the_selected_epoch(tiny, monkeypatch):
     assert any("running_mean" in k for k in final)
     with pytest.raises(ValueError, match="held-out split"):
         G.fit(net, train.batches(64), trainer, epochs=1, progress=False, restore_best=True)
+
+
+def test_training_with_one_value_per_channel_raises_as_torch_does():
+    """One value per channel normalizes to β whatever it was: the scratch block refuses, like nn.BatchNorm."""
+    block = G.BatchNorm(3)
+    block.initialize()
+    with autograd.record():
+        with pytest.raises(ValueError, match="more than 1 value per channel"):
+            block(np.ones((1, 3)))
+    with pytest.raises(ValueError, match="eps must be a finite number > 0"):
+        G.BatchNorm(3, eps=float("nan"))
+
+
+def test_configure_seeds_mxnet_too():
+    from bncourse import config
+
+    def fresh_weights():
+        config.configure(seed=5)
+        net = G.LeNet(batch_norm=True)
+        net.initialize()
+        net(np.ones((2, 1, 28, 28)))
+        return net.collect_params()[next(iter(net.collect_params()))].data().asnumpy()
+
+    assert (fresh_weights() == fresh_weights()).all()
+    config.set_threads()
