@@ -20,7 +20,7 @@ __all__ = [
     "WorkerError", "free_port", "run_workers",
     "COMBINE_METHODS", "local_statistics", "combine_sums", "combine_chan", "global_statistics",
     "SyncBatchNormFunction", "sync_batch_norm", "SyncBatchNorm", "convert_sync_batchnorm",
-    "ghost_batch_norm", "GhostBatchNorm", "convert_ghost_batchnorm",
+    "ghost_batch_norm", "GhostBatchNorm", "convert_ghost_batchnorm", "sweep_replica_batch",
     "allreduce_worker", "per_replica_worker", "sync_bn_worker", "make_case", "batch_norm_reference", "compare_to_reference", "builtin_sync_bn_worker", "allreduce_cost_worker",
     "cuda_sync_bn_available",
 ]
@@ -429,6 +429,37 @@ def convert_ghost_batchnorm(module: nn.Module, virtual_batch_size: int) -> nn.Mo
     positive_int("virtual_batch_size", virtual_batch_size)
     return _replace_batchnorms(copy.deepcopy(module), lambda bn: GhostBatchNorm(
         bn.num_features, virtual_batch_size, bn.eps, bn.momentum, device=bn.weight.device, dtype=bn.weight.dtype))
+
+
+def sweep_replica_batch(train_data: Any, val_data: Any, global_batch: int, per_replica: Sequence[int],
+                        seeds: Sequence[int], steps: int, lr: float = 0.1) -> dict[str, dict[int, float]]:
+    """Validation accuracy (eval mode, running statistics) of BN-LeNets trained for ``steps`` SGD steps
+    (momentum 0.9) on batches of ``global_batch``, as data-parallel replicas of ``per_replica`` examples each
+    would train them: ``"unsynchronized, b=<n>"`` with :class:`GhostBatchNorm` of virtual batch ``n`` (proven
+    equal to unsynchronized replicas), ``"synchronized"`` with plain BN on the global batch (proven equal to
+    sync BN, whatever the split). Returns label -> seed -> accuracy.
+    """
+    from .evaluate import evaluate
+    from .models import LeNet
+    from .train import train_steps
+
+    positive_int("global_batch", global_batch)
+    positive_int("steps", steps)
+    for n in per_replica:
+        if positive_int("per_replica batch", n) > global_batch or global_batch % n:
+            raise ValueError(f"each per-replica batch must divide global_batch={global_batch}, got {n}")
+    configs = {f"unsynchronized, b={n}": n for n in per_replica} | {"synchronized": None}
+    results: dict[str, dict[int, float]] = {label: {} for label in configs}
+    for seed in seeds:
+        for label, n in configs.items():
+            torch.manual_seed(seed)
+            model = LeNet(batch_norm=True)
+            if n is not None:
+                model = convert_ghost_batchnorm(model, n)
+            optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+            train_steps(model, train_data.batches(global_batch, seed=seed, drop_last=True), optimizer, steps)
+            results[label][seed] = evaluate(model, val_data, device="cpu").accuracy
+    return results
 
 
 # ---------------------------------------------------------------------------------------------
