@@ -22,12 +22,15 @@ from bncourse.models import LeNet
 #: Examples per rank and ranks.
 PER_RANK, WORLD = 32, 2
 
+#: Rounds of the alternating timing (each round: 5 steps of each variant).
+ROUNDS = 15
+
 
 def rows() -> list[Row]:
     torch.manual_seed(0)
     state = copy.deepcopy(LeNet(batch_norm=True).state_dict())
     x, y = torch.randn(WORLD * PER_RANK, 1, 28, 28), torch.randint(0, 10, (WORLD * PER_RANK,))
-    times = distributed.run_workers(distributed.allreduce_cost_worker, WORLD, (state, x, y), timeout=600)[0]
+    times = distributed.run_workers(distributed.allreduce_cost_worker, WORLD, (state, x, y, ROUNDS, 5), timeout=900)[0]
     ratios = round_ratios(times, "sync", "plain")
     row = ratio_row(f"DDP step, 2 CPU ranks x {PER_RANK}: scratch sync BN vs per-replica BN "
                     f"(per-round ratios {ratios[0]:.2f}-{ratios[-1]:.2f}, median {ratios[len(ratios) // 2]:.2f})",
