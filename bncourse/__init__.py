@@ -15,8 +15,9 @@ Each module holds one concept the notebooks use:
 - :mod:`bncourse.gluon`    -- the MXNet Gluon port (notebook 05).
 - :mod:`bncourse.landscape` -- why BN helps, measured: noisy BN, internal covariate shift, the loss
   landscape along the gradient (notebook 06).
+- :mod:`bncourse.distributed` -- BN across devices: a process launcher, sync BN from scratch, ghost BN (notebook 08).
 - :mod:`bncourse.exercises` -- self-checking exercises: the framework (``core``: check / hint / solution)
-  and each notebook's exercises in a module of their own (``ex06``).
+  and each notebook's exercises in a module of their own (``ex06``, ``ex08``).
 - :mod:`bncourse.checks`   -- the argument checks the public functions share.
 """
 
