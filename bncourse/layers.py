@@ -28,7 +28,7 @@ from torch.autograd.function import once_differentiable
 
 from .checks import positive_finite, positive_int
 
-__all__ = ["batch_norm", "BatchNormFunction", "BatchNorm", "fold_into", "fold_batchnorm"]
+__all__ = ["batch_norm", "BatchNormFunction", "BatchNorm", "fold_weights", "fold_into", "fold_batchnorm"]
 
 #: Input ranks the layer accepts, and what their axes mean.
 SUPPORTED_SHAPES = {2: "(N, C)", 3: "(N, C, L)", 4: "(N, C, H, W)"}
@@ -336,13 +336,39 @@ def _is_batchnorm(module: nn.Module) -> bool:
     return isinstance(module, (BatchNorm, nn.modules.batchnorm._BatchNorm))
 
 
+def fold_weights(
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    running_mean: torch.Tensor,
+    running_var: torch.Tensor,
+    eps: float,
+    gamma: torch.Tensor | None = None,
+    beta: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weight and bias of a Linear / Conv2d with an eval-mode BN after it, folded into one layer.
+
+    Pure math on tensors (the twin of ``torch.nn.utils.fusion.fuse_linear_bn_weights``);
+    :func:`fold_into` is the module wrapper that checks its arguments and builds the new layer.
+    ``weight`` has the output channels first; ``bias``, ``gamma`` and ``beta`` may be ``None``.
+    """
+    s = torch.rsqrt(running_var + eps)                    # 1 / sqrt(running_var + eps), per channel
+    if gamma is not None:
+        s = gamma * s                                     # s = gamma / sqrt(running_var + eps)
+    b = bias if bias is not None else torch.zeros_like(running_mean)
+    new_bias = s * (b - running_mean)                     # b' = s * (b - running_mean) + beta
+    if beta is not None:
+        new_bias = new_bias + beta
+    new_weight = weight * s.view(-1, *([1] * (weight.dim() - 1)))   # W' = diag(s) W, per output channel
+    return new_weight, new_bias
+
+
 def fold_into(layer: nn.Linear | nn.Conv2d, bn: nn.Module) -> nn.Linear | nn.Conv2d:
     """A new Linear / Conv2d computing ``bn(layer(x))`` for an eval-mode BN, in one layer.
 
     In inference BN is the fixed per-channel affine map ``y = s * z + (beta - s * running_mean)``
     with ``s = gamma / sqrt(running_var + eps)``. Applied to ``z = W x + b``, it gives
     ``(s * W) x + s * (b - running_mean) + beta``: the same kind of layer, with output channel ``k``
-    of the weight scaled by ``s_k`` and a new bias. The inputs are left unchanged.
+    of the weight scaled by ``s_k`` and a new bias (:func:`fold_weights`). The inputs are left unchanged.
 
     Args:
         layer: an ``nn.Linear`` or ``nn.Conv2d`` (with or without bias) feeding ``bn``.
@@ -366,16 +392,10 @@ def fold_into(layer: nn.Linear | nn.Conv2d, bn: nn.Module) -> nn.Linear | nn.Con
     if bn.num_features != out:
         raise ValueError(f"bn normalizes {bn.num_features} channels but the layer has {out} outputs")
     with torch.no_grad():
-        scale = torch.rsqrt(bn.running_var + bn.eps)
-        if bn.weight is not None:
-            scale = scale * bn.weight
-        bias = layer.bias if layer.bias is not None else torch.zeros_like(bn.running_mean)
-        new_bias = (bias - bn.running_mean) * scale
-        if bn.bias is not None:
-            new_bias = new_bias + bn.bias
+        weight, bias = fold_weights(layer.weight, layer.bias, bn.running_mean, bn.running_var, bn.eps, bn.weight, bn.bias)
         folded = copy.deepcopy(layer)
-        folded.weight.copy_(layer.weight * scale.view((-1,) + (1,) * (layer.weight.dim() - 1)))
-        folded.bias = nn.Parameter(new_bias.to(layer.weight.dtype))
+        folded.weight.copy_(weight)
+        folded.bias = nn.Parameter(bias.to(layer.weight.dtype))
     folded.train(False)
     return folded
 

@@ -412,3 +412,20 @@ def test_one_epoch_with_the_scratch_layer_equals_one_with_batchnorm1d():
     assert abs(acc_scratch - acc_torch) <= 2 / n
     for (name, p_torch), p_scratch in zip(models["torch"].state_dict().items(), models["scratch"].state_dict().values()):
         torch.testing.assert_close(p_scratch, p_torch, atol=1e-4, rtol=1e-4, msg=name)
+
+
+def test_fold_weights_is_the_pure_math_of_fold_into_and_matches_torch():
+    from torch.nn.utils.fusion import fuse_linear_bn_weights
+
+    from bncourse.layers import fold_weights
+    torch.manual_seed(3)
+    w, b = torch.randn(5, 7), torch.randn(5)
+    rm, rv, g, beta = torch.randn(5), torch.rand(5) + 0.1, torch.rand(5) + 0.5, torch.randn(5)
+    ours = fold_weights(w, b, rm, rv, 1e-3, g, beta)
+    theirs = fuse_linear_bn_weights(w, b, rm, rv, 1e-3, g, beta)
+    torch.testing.assert_close(ours[0], theirs[0])
+    torch.testing.assert_close(ours[1], theirs[1])
+    w4 = torch.randn(5, 3, 2, 2)
+    nw, nb = fold_weights(w4, None, rm, rv, 1e-5)
+    torch.testing.assert_close(nw, w4 / torch.sqrt(rv + 1e-5).view(-1, 1, 1, 1))
+    torch.testing.assert_close(nb, -rm / torch.sqrt(rv + 1e-5))
