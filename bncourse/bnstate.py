@@ -307,36 +307,43 @@ def shift_domain(data: TensorData, contrast: float = 1.0, brightness: float = 0.
     return TensorData(data.name, f"{data.split} (shifted)", x, data.y, data.classes, data.mean, data.std)
 
 
-def class_sorted_batches(data: TensorData, batch_size: int, seed: int = 0) -> Iterator:
-    """Non-i.i.d. mini-batches: every batch holds one class only, the batches come in a random order.
+def class_sorted_batches(data: TensorData, batch_size: int, classes_per_batch: int = 1, seed: int = 0) -> Iterable:
+    """Non-i.i.d. mini-batches: every batch is made of ``classes_per_batch`` runs of one class each.
 
-    Returns a re-iterable object (each pass draws a new order from one generator seeded with ``seed``)
-    that yields ``(x, y)`` pairs; incomplete batches at the end of each class are dropped.
+    Each pass shuffles every class, cuts it into runs of ``batch_size // classes_per_batch`` examples
+    (an incomplete run at the end of a class is dropped), shuffles the runs and joins
+    ``classes_per_batch`` consecutive ones into a batch -- so a batch holds at most that many classes.
+    Returns a re-iterable object (one generator seeded with ``seed``) yielding ``(x, y)`` pairs.
     """
     if not isinstance(data, TensorData):
         raise TypeError(f"data must be a bncourse.data.TensorData, got {type(data).__name__}")
     positive_int("batch_size", batch_size)
-    return _ClassSortedBatches(data, batch_size, int(seed))
+    positive_int("classes_per_batch", classes_per_batch)
+    if batch_size % classes_per_batch:
+        raise ValueError(f"batch_size ({batch_size}) must be a multiple of classes_per_batch ({classes_per_batch})")
+    return _ClassSortedBatches(data, batch_size // classes_per_batch, classes_per_batch, int(seed))
 
 
 class _ClassSortedBatches:
-    def __init__(self, data: TensorData, batch_size: int, seed: int) -> None:
+    def __init__(self, data: TensorData, run: int, runs_per_batch: int, seed: int) -> None:
         self.generator = torch.Generator().manual_seed(seed)
         self.groups = [torch.nonzero(data.y == c).flatten() for c in torch.unique(data.y)]
-        self.x, self.y, self.batch_size = data.x, data.y, batch_size
-        if not any(len(g) >= batch_size for g in self.groups):
-            raise ValueError(f"no class has {batch_size} examples: use a smaller batch_size")
+        self.x, self.y, self.run, self.runs_per_batch = data.x, data.y, run, runs_per_batch
+        if len(self) == 0:
+            raise ValueError(f"too few examples per class for batches of {run * runs_per_batch}: use a smaller batch_size")
 
     def __len__(self) -> int:
-        return sum(len(g) // self.batch_size for g in self.groups)
+        return sum(len(g) // self.run for g in self.groups) // self.runs_per_batch
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        chunks = []
+        runs = []
         for g in self.groups:
             g = g[torch.randperm(len(g), generator=self.generator)]
-            chunks += [g[i:i + self.batch_size] for i in range(0, len(g) - self.batch_size + 1, self.batch_size)]
-        for k in torch.randperm(len(chunks), generator=self.generator).tolist():
-            yield self.x[chunks[k]], self.y[chunks[k]]
+            runs += [g[i:i + self.run] for i in range(0, len(g) - self.run + 1, self.run)]
+        runs = [runs[k] for k in torch.randperm(len(runs), generator=self.generator).tolist()]
+        for b in range(len(self)):
+            index = torch.cat(runs[b * self.runs_per_batch:(b + 1) * self.runs_per_batch])
+            yield self.x[index], self.y[index]
 
 
 #: Where :func:`dropout_mlp` puts its dropout: before each BN (in every hidden layer) or only after the last BN.
