@@ -27,6 +27,21 @@ from .evaluate import Evaluation, evaluate
 from .train import History, fit
 
 
+def _fresh_model(make_model: object, make_optimizer: object, seed: object, batch_size: object, **splits: object) -> nn.Module:
+    """Check the arguments of a run, seed with ``seed``, and return ``make_model()``."""
+    if not callable(make_model) or not callable(make_optimizer):
+        raise TypeError(f"make_model and make_optimizer must be callables, got {type(make_model).__name__} and "
+                        f"{type(make_optimizer).__name__}")
+    for name, value in splits.items():
+        if not isinstance(value, TensorData):
+            raise TypeError(f"{name} must be a bncourse.data.TensorData, got {type(value).__name__}")
+    if isinstance(seed, bool) or not isinstance(seed, Integral):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
+    positive_int("batch_size", batch_size)
+    seed_everything(int(seed))
+    return make_model()
+
+
 @dataclass(frozen=True)
 class SelectedRun:
     """One training run with its model selection.
@@ -73,17 +88,7 @@ def train_select_test(
         batch_size: examples per SGD step.
         seed: seeds the weights and the batch order.
     """
-    if not callable(make_model) or not callable(make_optimizer):
-        raise TypeError(f"make_model and make_optimizer must be callables, got {type(make_model).__name__} and "
-                        f"{type(make_optimizer).__name__}")
-    for name, value in (("train", train), ("val", val), ("test", test)):
-        if not isinstance(value, TensorData):
-            raise TypeError(f"{name} must be a bncourse.data.TensorData, got {type(value).__name__}")
-    if isinstance(seed, bool) or not isinstance(seed, Integral):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
-    positive_int("batch_size", batch_size)
-    seed_everything(int(seed))
-    model = make_model()
+    model = _fresh_model(make_model, make_optimizer, seed, batch_size, train=train, val=val, test=test)
     optimizer = make_optimizer(model.parameters())
     history = fit(model, train.batches(batch_size, seed=int(seed)), optimizer, epochs, val=val, device=device,
                   progress=progress, desc=desc, restore_best=True)
@@ -155,17 +160,7 @@ def generalization_gap(
         batch_size: examples per SGD step.
         seed: seeds the weights and the batch order.
     """
-    if not callable(make_model) or not callable(make_optimizer):
-        raise TypeError(f"make_model and make_optimizer must be callables, got {type(make_model).__name__} and "
-                        f"{type(make_optimizer).__name__}")
-    for name, value in (("train", train), ("val", val)):
-        if not isinstance(value, TensorData):
-            raise TypeError(f"{name} must be a bncourse.data.TensorData, got {type(value).__name__}")
-    if isinstance(seed, bool) or not isinstance(seed, Integral):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
-    positive_int("batch_size", batch_size)
-    seed_everything(int(seed))
-    model = make_model()
+    model = _fresh_model(make_model, make_optimizer, seed, batch_size, train=train, val=val)
     history = fit(model, train.batches(batch_size, seed=int(seed)), make_optimizer(model.parameters()), epochs,
                   device=device, progress=False)
     on_train = evaluate(model, train, device=device).accuracy
