@@ -21,7 +21,7 @@ OTHER_VENV    ?= .venv-other
 GET_PYTHON := The course supports Python 3.12 and 3.11: install one from python.org, your package manager \
 (apt install python3.12-venv, brew install python@3.12) or pyenv, or name it with make PYTHON=/path/to/python3.12.
 
-.PHONY: lab test test-other platforms bench clean-venv
+.PHONY: lab test chromium test-other platforms bench clean-venv
 
 # A venv in $(1) made with the interpreter $(2), with the pins, the test tools and bncourse installed.
 define make_venv
@@ -41,13 +41,22 @@ $(OTHER_VENV)/.bncourse-installed: requirements.txt requirements-dev.txt pyproje
 	supported Python beside $(PYTHON) ($(SUPPORTED)): install it, or name it with OTHER_PYTHON=/path/to/python" >&2; exit 1; }
 	$(call make_venv,$(OTHER_VENV),$(OTHER_PYTHON))
 
+# JupyterLab refuses to run as root (containers) unless told it may.
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u 2>/dev/null)),--allow-root)
+# The course's JupyterLab set-up (no news question, no update checks; ~/.jupyter is left alone).
+LAB_CONFIG := jupyter/jupyter_lab_config.py
+
 ## Open the course in JupyterLab on notebooks/.
 lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab --config=$(LAB_CONFIG) $(ALLOW_ROOT) notebooks/
 
-## Run the unit tests and execute every notebook.
-test: $(STAMP)
+## Run the unit tests, execute every notebook, and run the course in a browser (tests/test_browser.py).
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest
+
+## Install Chromium for the browser test where it is missing and apt-get can install it.
+chromium:
+	@sh tests/browser/install_chromium.sh
 
 ## Run the unit tests (tests/, not the notebooks) on the other supported Python, in $(OTHER_VENV).
 test-other: $(OTHER_VENV)/.bncourse-installed

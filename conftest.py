@@ -1,5 +1,5 @@
-"""Test-suite set-up shared by tests/ and notebooks/ (nbval): the offline guard, and the Gluon
-notebook skipped where mxnet does not exist.
+"""Test-suite set-up shared by tests/ and notebooks/ (nbval): the offline guard, the Gluon
+notebook skipped where mxnet does not exist, and the browser test's screenshots listed at the end.
 
 During the suite, the tests and every notebook kernel run with ``tests/offline/sitecustomize.py``
 active: reaching any non-loopback address raises, is logged, and fails the test or notebook cell
@@ -12,6 +12,7 @@ import fnmatch
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,17 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if type(item).__name__ == "IPyNbCell":
             item.output_timeout = 60
+
+
+#: Where tests/test_browser.py keeps its screenshots.
+BROWSER_ARTIFACTS = Path(__file__).resolve().parent / "test-artifacts" / "browser"
+_SESSION_START = time.time()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Name the screenshots the browser test took during this run."""
+    shots = sorted(p for p in BROWSER_ARTIFACTS.glob("*.png") if p.stat().st_mtime >= _SESSION_START)
+    if shots:
+        terminalreporter.section("browser test screenshots")
+        for shot in shots:
+            terminalreporter.write_line(str(shot))
