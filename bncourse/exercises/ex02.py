@@ -133,7 +133,7 @@ class ForwardByHand(_Handwritten):
                 "γ and β are missing": (x - mu) / torch.sqrt(biased + eps),
             }
             if eps != 1e-5:
-                mistakes["eps = 1e-5 is hard-coded; use the eps you are given"] = bn(biased, 1e-5)
+                mistakes = {"eps = 1e-5 is hard-coded (or eps is missing): use the eps you are given": bn(biased, 1e-5), **mistakes}
             expected = F.batch_norm(x, None, None, gamma, beta, training=True, eps=eps)
             self._diagnose(y, expected, mistakes, f"{where}, y", atol=1e-9)
         return "y, mean and var equal torch's batch norm for three batches and three values of eps, written by hand."
@@ -295,7 +295,7 @@ class InferenceByHand(_Handwritten):
                 "γ and β are swapped": beta.reshape(view) * centred / torch.sqrt(rv.reshape(view) + eps) + gamma.reshape(view),
             }
             if eps != 1e-5:
-                mistakes["eps = 1e-5 is hard-coded; use the eps you are given"] = affine(centred / torch.sqrt(rv.reshape(view) + 1e-5))
+                mistakes = {"eps = 1e-5 is hard-coded (or eps is missing): use the eps you are given": affine(centred / torch.sqrt(rv.reshape(view) + 1e-5)), **mistakes}
             if x.dim() == 4 and shape[-1] == c:
                 mistakes["the (C,) vectors were broadcast along the last axis (W), not along the channel axis 1: "
                          "reshape them to (1, C, 1, 1)"] = (gamma * (x - rm) / torch.sqrt(rv + eps) + beta)

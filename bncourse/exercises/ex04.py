@@ -160,7 +160,7 @@ class BatchNorm2dByHand(_Handwritten):
                 "γ and β are missing": normalize((0, 2, 3)),
             }
             if eps != 1e-5:
-                mistakes["eps = 1e-5 is hard-coded; use the eps you are given"] = gm * normalize((0, 2, 3), e=1e-5) + bt
+                mistakes = {"eps = 1e-5 is hard-coded (or eps is missing): use the eps you are given": gm * normalize((0, 2, 3), e=1e-5) + bt, **mistakes}
             if shape[-1] == c:
                 mistakes["γ and β were broadcast along the last axis (W), not the channel axis: reshape them to "
                          "(1, C, 1, 1)"] = gamma * normalize((0, 2, 3)) + beta

@@ -170,6 +170,8 @@ class GluonVarianceFromTorch(Exercise):
                     (m - 1) / m * torch_var,
                 "momentum is the wrong way round: after t batches the initial value keeps the weight (1 − momentum)ᵗ":
                     p ** steps * initial + (m - 1) / m * (torch_var - p ** steps * initial),
+                "m counts every value of a channel in a batch — N·H·W for images, not only N":
+                    decay * initial + (shape[0] - 1) / shape[0] * learned if len(shape) > 2 else torch_var + 1e9,
                 "the initial value was taken to be 1; use `initial`":
                     decay * 1.0 + (m - 1) / m * (torch_var - decay * 1.0),
             }, f"{where}, the Gluon running variance", atol=1e-9)
