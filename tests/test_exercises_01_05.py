@@ -81,7 +81,9 @@ def test_shortcut_tripwires_are_removed_after_a_check():
             "torch.nn.functional.batch_norm")
     rejects(ex02.q2, lambda *a: 1 / 0)
     assert (F.batch_norm, torch.batch_norm, layers.batch_norm, torch.Tensor.backward, torch.autograd.grad) == before
+    assert "apply" not in vars(layers.BatchNormFunction)      # the inherited classmethod is uncovered again
     assert nn.BatchNorm1d(3)(torch.randn(4, 3)).shape == (4, 3)
+    assert layers.BatchNorm(3)(torch.randn(4, 3)).shape == (4, 3)
 
 
 # --------------------------------------------------------------------------------- ex01

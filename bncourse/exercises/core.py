@@ -254,7 +254,8 @@ class _Forbidden:
 
     def __enter__(self) -> "_Forbidden":
         for shown, (owner, attr) in self.targets.items():
-            self._saved.append((owner, attr, getattr(owner, attr)))
+            # the raw entry of the owner's own namespace (a classmethod stays a classmethod), or None if inherited
+            self._saved.append((owner, attr, vars(owner).get(attr, None)))
 
             def tripwire(*args: Any, _shown: str = shown, **kwargs: Any) -> Any:
                 self.used.append(_shown)
@@ -265,7 +266,10 @@ class _Forbidden:
 
     def __exit__(self, *exc: Any) -> None:
         for owner, attr, original in reversed(self._saved):
-            setattr(owner, attr, original)
+            if original is None:
+                delattr(owner, attr)                 # it was inherited: uncover the parent's again
+            else:
+                setattr(owner, attr, original)
         self._saved.clear()
 
 
