@@ -1,5 +1,6 @@
 """Self-checking exercises: the framework in :mod:`bncourse.exercises.core`, each notebook's exercises in a
-module of their own (:mod:`bncourse.exercises.ex06` holds notebook 06's ``q1`` … ``q10``).
+module of their own (:mod:`bncourse.exercises.ex01` … :mod:`~bncourse.exercises.ex05` hold notebooks 01–05's
+``q1`` … ``q3``, :mod:`bncourse.exercises.ex06` notebook 06's ``q1`` … ``q10``).
 
 A notebook imports the placeholder and the scoreboard from here and its exercises from its module::
 

@@ -240,6 +240,39 @@ class Exercise:
                      "from the correct values)")
 
 
+class _Forbidden:
+    """A context manager that replaces library functions by tripwires while a learner's function runs.
+
+    ``with _Forbidden({"torch.nn.functional.batch_norm": F, ...}) as guard:`` ... then ``guard.used`` names the
+    functions that were called (the learner's code may have caught the exception the tripwire raised).
+    """
+
+    def __init__(self, targets: Mapping[str, tuple[Any, str]]) -> None:
+        self.targets = dict(targets)            # shown name -> (owner object, attribute name)
+        self.used: list[str] = []
+        self._saved: list[tuple[Any, str, Any]] = []
+
+    def __enter__(self) -> "_Forbidden":
+        for shown, (owner, attr) in self.targets.items():
+            # the raw entry of the owner's own namespace (a classmethod stays a classmethod), or None if inherited
+            self._saved.append((owner, attr, vars(owner).get(attr, None)))
+
+            def tripwire(*args: Any, _shown: str = shown, **kwargs: Any) -> Any:
+                self.used.append(_shown)
+                raise RuntimeError(f"{_shown} is not allowed in this exercise")
+
+            setattr(owner, attr, tripwire)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for owner, attr, original in reversed(self._saved):
+            if original is None:
+                delattr(owner, attr)                 # it was inherited: uncover the parent's again
+            else:
+                setattr(owner, attr, original)
+        self._saved.clear()
+
+
 def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
