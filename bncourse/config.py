@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
-    "DEFAULT_THREADS", "RunConfig", "get_device", "set_threads", "seed_everything", "configure",
+    "DEFAULT_THREADS", "RunConfig", "versions", "get_device", "set_threads", "seed_everything", "configure",
 ]
 
 import os
@@ -21,14 +21,33 @@ DEFAULT_THREADS: int = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaff
 
 @dataclass(frozen=True)
 class RunConfig:
-    """What :func:`configure` fixed: print it at the top of a notebook."""
+    """What :func:`configure` fixed: print it at the top of a notebook (with the package versions)."""
 
     seed: int
     threads: int
     device: torch.device
 
     def __str__(self) -> str:
-        return f"seed={self.seed}, threads={self.threads}, device={self.device.type}"
+        return f"seed={self.seed}, threads={self.threads}, device={self.device.type}\n{versions()}"
+
+
+def versions() -> str:
+    """The versions the results depend on: Python, torch, torchvision, NumPy, and mxnet once it is imported.
+
+    Example: ``"Python 3.12.1 · torch 2.5.1 · torchvision 0.20.1 · numpy 1.23.5 · mxnet 1.9.1"``.
+    """
+    import platform
+    from importlib import metadata
+
+    parts = [f"Python {platform.python_version()}", f"torch {torch.__version__}"]
+    for dist in ("torchvision", "numpy"):
+        try:
+            parts.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:  # pragma: no cover - torch needs numpy; torchvision is pinned
+            parts.append(f"{dist} not installed")
+    if "mxnet" in sys.modules:               # notebook 05 and the Gluon exercises only
+        parts.append(f"mxnet {getattr(sys.modules['mxnet'], '__version__', 'unknown')}")
+    return " · ".join(parts)
 
 
 def get_device(device: str | torch.device | None = None) -> torch.device:

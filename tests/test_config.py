@@ -17,6 +17,7 @@ def test_configure_makes_runs_repeatable():
     assert a[0] == b[0] and a[1] == b[1] and torch.equal(a[2], b[2])
     assert cfg.seed == 123 and cfg.threads == 1 and torch.get_num_threads() == 1
     assert "seed=123" in str(cfg) and "device=" in str(cfg)
+    assert f"torch {torch.__version__}" in str(cfg) and f"numpy {np.__version__}" in str(cfg)
     config.set_threads()
     assert torch.get_num_threads() == config.DEFAULT_THREADS
 
@@ -55,3 +56,13 @@ def test_threads_restored_after_importing_mxnet():
 
     assert config.set_threads() == config.DEFAULT_THREADS
     assert torch.get_num_threads() == config.DEFAULT_THREADS
+
+
+def test_versions_name_mxnet_only_once_it_is_imported(monkeypatch):
+    import sys
+    import types
+
+    monkeypatch.delitem(sys.modules, "mxnet", raising=False)
+    assert "mxnet" not in config.versions() and config.versions().startswith("Python ")
+    monkeypatch.setitem(sys.modules, "mxnet", types.SimpleNamespace(__version__="1.9.1"))
+    assert config.versions().endswith(" · mxnet 1.9.1")

@@ -98,6 +98,29 @@ def test_answer_or_solution_follows_the_environment(monkeypatch, capsys):
     assert ex.q9.answer_or_solution(____) is ____
 
 
+def test_usable_gives_the_answer_only_once_it_passed(capsys):
+    q = ex.q9
+    q.last_result = None
+    assert q.usable(____) is type(q).reference                     # never checked
+    assert "has not been checked" in capsys.readouterr().out
+    q.check(____)
+    assert q.usable(____) is type(q).reference                     # not answered
+    assert "is not answered yet: this cell uses the reference solution" in capsys.readouterr().out
+
+    def reversed_momentum(mean, var, batch, momentum):
+        return ex.update_running_stats(mean, var, batch, 1 - momentum)
+    q.check(reversed_momentum)
+    assert q.usable(reversed_momentum) is type(q).reference         # answered wrongly
+    assert "did not pass its check" in capsys.readouterr().out
+
+    def mine(mean, var, batch, momentum):
+        return ex.update_running_stats(mean, var, batch, momentum)
+    assert q.check(mine).passed
+    assert q.usable(mine) is mine                                   # the learner's own, once it passes
+    assert capsys.readouterr().out == ""
+    q.last_result = None
+
+
 def test_checks_leave_the_global_random_state_alone():
     torch.manual_seed(123)
     expected = torch.rand(3)

@@ -170,6 +170,18 @@ class Exercise:
             return type(self).reference
         return answer
 
+    def usable(self, answer: Any) -> Any:
+        """What a later cell that builds on this exercise should run: ``answer`` once its last check passed,
+        otherwise the reference solution, with a printed note saying so (a notebook run with the exercise
+        unanswered, or answered wrongly, still runs to the end)."""
+        if self.last_result is not None and self.last_result.passed:
+            return answer
+        result = self.last_result
+        state = ("has not been checked" if result is None else "is not answered yet" if not result.answered
+                 else "was skipped" if result.skipped else "did not pass its check")
+        print(f"{self.name} {state}: this cell uses the reference solution instead of your answer.")
+        return type(self).reference
+
     def check(self, answer: Any) -> CheckResult:
         """Run ``answer`` (the learner's function) on the exercise's test cases.
 
