@@ -31,12 +31,12 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from .checks import device_of, positive_int
+from .checks import positive_int
 from .config import get_device, seed_everything
 from .data import TensorData, data_dir
 from .evaluate import evaluate
 from .models import LeNet
-from .train import train_epoch, train_step
+from .train import train_epoch, train_loop
 
 #: Normalization names understood by :func:`lenet_with_normalization` and what they mean.
 NORMALIZATIONS: dict[str, str] = {
@@ -213,7 +213,7 @@ def sweep_learning_rates(
         batches = train.batches(batch_size, seed=seed)
         start, loss, steps = time.perf_counter(), math.inf, 0
         for _ in range(epochs):
-            loss, _, _ = train_epoch(model, batches, optimizer, device=device)
+            loss = train_epoch(model, batches, optimizer, device=device).loss
             steps += len(batches)
             if not math.isfinite(loss):
                 break
@@ -256,18 +256,10 @@ def train_for_examples(
         raise ValueError(f"batch_size ({batch_size}) is larger than the training data ({len(train)} examples)")
     if num_examples < batch_size:
         raise ValueError(f"num_examples ({num_examples}) must be at least one batch ({batch_size})")
-    device = torch.device(device) if device is not None else device_of(model)
-    steps = num_examples // batch_size
     batches = train.batches(batch_size, seed=seed, drop_last=True)
-    model.train()
-    losses: list[float] = []
-    while len(losses) < steps:
-        for x, y in batches:
-            loss, _ = train_step(model, x.to(device), y.to(device), optimizer, loss_fn)
-            losses.append(loss.item())
-            if len(losses) == steps or not math.isfinite(losses[-1]):
-                return losses
-    return losses
+    result = train_loop(model, batches, optimizer, steps=num_examples // batch_size, loss_fn=loss_fn, device=device,
+                        stop_on_nonfinite=True)
+    return result.losses.tolist()
 
 
 def linear_scaling(base_lr: float, base_batch_size: int = 256) -> Callable[[int], float]:

@@ -9,7 +9,7 @@ The Gluon side of the course, shaped like the PyTorch side so that everything ca
 * :func:`load_arrays` / :class:`ArrayData` / :class:`ArrayBatches` -- MNIST and Fashion-MNIST as
   ``mxnet.np`` arrays from the committed files, through :mod:`bncourse.data` (no network: Gluon's own
   ``vision`` dataset classes check re-hosted copies and try to download).
-* :func:`train_step`, :func:`train_epoch`, :func:`fit`, :func:`evaluate`, :func:`batch_statistics` --
+* :func:`train_step`, :func:`train_loop`, :func:`train_epoch`, :func:`fit`, :func:`evaluate`, :func:`batch_statistics` --
   the training loop with a ``gluon.Trainer`` and the evaluation, returning the same
   :class:`~bncourse.train.History` and :class:`~bncourse.evaluate.Evaluation` as the PyTorch side.
 * :func:`copy_torch_parameters` -- start a Gluon network from the very weights of a PyTorch one.
@@ -23,13 +23,12 @@ from __future__ import annotations
 __all__ = [
     "ACTIVATIONS", "NORM_LAYERS", "ArrayBatches", "ArrayData", "BatchNorm", "LeNet", "batch_norm",
     "batch_statistics", "batchnorm_layers", "copy_torch_parameters", "evaluate", "fit", "from_tensors",
-    "load_arrays", "mx", "to_numpy", "train_epoch", "train_step",
+    "load_arrays", "mx", "to_numpy", "train_epoch", "train_loop", "train_step",
 ]
 
 import contextlib
 import functools
 import sys
-import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
@@ -52,10 +51,10 @@ from mxnet.gluon import nn  # noqa: E402
 config.set_threads(None if _MXNET_ALREADY_IMPORTED else _TORCH_THREADS_BEFORE)
 npx.set_np()
 
-from .checks import positive_finite, positive_int  # noqa: E402
+from .checks import flag, positive_finite, positive_int  # noqa: E402
 from .data import TensorData, load_tensors  # noqa: E402
 from .evaluate import Evaluation  # noqa: E402
-from .train import History  # noqa: E402
+from .train import EpochResult, History, LoopResult, StepOutput, run_epochs  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 #: The normalization layers :class:`LeNet` can be built with, by name.
@@ -514,11 +513,13 @@ def _default_loss() -> LossFn:
     return gluon.loss.SoftmaxCrossEntropyLoss()
 
 
-def train_step(net: nn.Block, x: np.ndarray, y: np.ndarray, trainer: gluon.Trainer, loss_fn: LossFn | None = None):
-    """One optimization step on one mini-batch; returns the per-example losses and the logits.
+def train_step(net: nn.Block, x: np.ndarray, y: np.ndarray, trainer: gluon.Trainer,
+               loss_fn: LossFn | None = None) -> StepOutput:
+    """One optimization step on one mini-batch; returns the batch's mean loss and the logits.
 
-    The gradient of the *summed* loss is divided by the batch size in ``trainer.step``, so the
-    update equals PyTorch's on the mean loss with the same learning rate.
+    The twin of :func:`bncourse.train.train_step`. The gradient of the *summed* loss is divided by the
+    batch size in ``trainer.step``, so the update equals PyTorch's on the mean loss with the same
+    learning rate.
     """
     loss_fn = loss_fn or _default_loss()
     with autograd.record():      # training mode: BN uses this batch's statistics
@@ -526,7 +527,79 @@ def train_step(net: nn.Block, x: np.ndarray, y: np.ndarray, trainer: gluon.Train
         loss = loss_fn(logits, y)
     loss.backward()              # gradients; gluon.nn.BatchNorm updates its moving statistics here
     trainer.step(x.shape[0])     # SGD step with the gradient averaged over the batch
-    return loss, logits
+    return StepOutput(loss.mean(), logits)
+
+
+def train_loop(
+    net: nn.Block,
+    batches: Iterable[tuple[np.ndarray, np.ndarray]],
+    trainer: gluon.Trainer,
+    *,
+    steps: int | None = None,
+    epochs: int | None = None,
+    loss_fn: LossFn | None = None,
+    before_step: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
+    after_step: Callable[[int], bool | None] | None = None,
+    val: ArrayData | None = None,
+    eval_every: int | None = None,
+    stop_on_nonfinite: bool = False,
+    progress: bool = False,
+    desc: str | None = None,
+) -> LoopResult:
+    """The twin of :func:`bncourse.train.train_loop`: the same arguments (but ``device``: MXNet's arrays
+    carry their context), the same :class:`~bncourse.train.LoopResult`; every Gluon trainer goes through it."""
+    if not isinstance(net, nn.Block):
+        raise TypeError(f"net must be a gluon Block, got {type(net).__name__}")
+    if not isinstance(trainer, gluon.Trainer):
+        raise TypeError(f"trainer must be a gluon.Trainer, got {type(trainer).__name__}")
+    if (steps is None) == (epochs is None):
+        raise ValueError(f"give exactly one of steps and epochs, got steps={steps!r}, epochs={epochs!r}")
+    positive_int("steps" if steps is not None else "epochs", steps if steps is not None else epochs)
+    for name, hook in (("before_step", before_step), ("after_step", after_step)):
+        if hook is not None and not callable(hook):
+            raise TypeError(f"{name} must be callable or None, got {type(hook).__name__}")
+    if val is not None and not isinstance(val, ArrayData):
+        raise TypeError(f"val must be a bncourse.gluon.ArrayData or None, got {type(val).__name__}")
+    if val is not None:
+        positive_int("eval_every", eval_every)
+    flag("stop_on_nonfinite", stop_on_nonfinite)
+    loss_fn = loss_fn or _default_loss()
+    try:
+        total = steps if steps is not None else epochs * len(batches)  # type: ignore[arg-type]
+    except TypeError:
+        total = None
+    losses: list[np.ndarray] = []
+    loss_sum = correct = np.zeros(())
+    seen, passes, stopped = 0, 0, False
+    evaluations: list[tuple[int, Evaluation]] = []
+    with tqdm(total=total, desc=desc or type(net).__name__, unit="step", disable=not progress, mininterval=1.0) as bar:
+        while not stopped and (len(losses) < steps if steps is not None else passes < epochs):
+            before = len(losses)
+            for x, y in batches:
+                if before_step is not None:
+                    before_step(len(losses), x, y)
+                loss, logits = train_step(net, x, y, trainer, loss_fn)
+                losses.append(loss)
+                loss_sum = loss_sum + loss * y.shape[0]          # asynchronous: no wait for the result
+                correct = correct + (logits.argmax(axis=1).astype("int64") == y.astype("int64")).sum()
+                seen += int(y.shape[0])
+                bar.update()
+                step = len(losses)
+                if val is not None and step % eval_every == 0:
+                    evaluations.append((step, evaluate(net, val, loss_fn=loss_fn)))
+                if after_step is not None and after_step(step):
+                    stopped = True
+                if stop_on_nonfinite and not onp.isfinite(float(loss.item())):
+                    stopped = True
+                if stopped or step == steps:
+                    break
+            if len(losses) == before:
+                raise ValueError("batches yielded no examples: they are empty, or a one-shot iterator used up by an "
+                                 "earlier epoch -- pass something that can be iterated again, such as ArrayData.batches(...)")
+            passes += 1
+    npx.waitall()  # mxnet runs asynchronously: the loop ends when its last update has been applied
+    step_losses = torch.tensor(np.stack(losses).asnumpy())
+    return LoopResult(step_losses, seen, float(loss_sum.item()) / seen, int(correct.item()), evaluations, stopped)
 
 
 def train_epoch(
@@ -534,30 +607,15 @@ def train_epoch(
     batches: Iterable[tuple[np.ndarray, np.ndarray]],
     trainer: gluon.Trainer,
     loss_fn: LossFn | None = None,
-) -> tuple[float, float, int]:
-    """Train ``net`` for one pass over ``batches``; ``(mean loss, accuracy, number of examples)``.
+) -> EpochResult:
+    """Train ``net`` for one pass over ``batches`` (:func:`train_loop`); an :class:`~bncourse.train.EpochResult`.
 
-    Like :func:`bncourse.train.train_epoch`: loss and accuracy are those of each batch at the moment
-    it was trained on.
+    The twin of :func:`bncourse.train.train_epoch`: loss and accuracy are those of each batch at the
+    moment it was trained on.
     """
-    if not isinstance(net, nn.Block):
-        raise TypeError(f"net must be a gluon Block, got {type(net).__name__}")
-    if not isinstance(trainer, gluon.Trainer):
-        raise TypeError(f"trainer must be a gluon.Trainer, got {type(trainer).__name__}")
-    loss_fn = loss_fn or _default_loss()
-    loss_sum = correct = None
-    seen = 0
-    for x, y in batches:
-        loss, logits = train_step(net, x, y, trainer, loss_fn)
-        batch_loss = loss.sum()
-        batch_correct = (logits.argmax(axis=1).astype("int64") == y.astype("int64")).sum()
-        loss_sum = batch_loss if loss_sum is None else loss_sum + batch_loss
-        correct = batch_correct if correct is None else correct + batch_correct
-        seen += int(y.shape[0])
-    if seen == 0:
-        raise ValueError("batches yielded no examples")
-    npx.waitall()  # mxnet runs asynchronously: the epoch ends when its last update has been applied
-    return float(loss_sum.item()) / seen, float(correct.item()) / seen, seen
+    result = train_loop(net, batches, trainer, epochs=1, loss_fn=loss_fn)
+    return EpochResult(loss=result.example_loss, accuracy=result.correct / result.examples,
+                       examples=result.examples, steps=result.steps)
 
 
 @contextlib.contextmanager
@@ -664,32 +722,18 @@ def fit(
     positive_int("epochs", epochs)
     if val is not None and not isinstance(val, ArrayData):
         raise TypeError(f"val must be a bncourse.gluon.ArrayData or None, got {type(val).__name__}")
-    if not isinstance(restore_best, bool):
-        raise TypeError(f"restore_best must be a bool, got {type(restore_best).__name__} {restore_best!r}")
+    flag("restore_best", restore_best)
     if restore_best and val is None:
         raise ValueError("restore_best=True selects the epoch on the validation split: pass val=<a held-out split>")
     loss_fn = loss_fn or _default_loss()
-    history = History()
-    bar = tqdm(range(epochs), desc=desc or type(net).__name__, unit="epoch", disable=not progress)
-    for _ in bar:
-        start = time.perf_counter()
-        loss, acc, seen = train_epoch(net, batches, trainer, loss_fn)
-        seconds = time.perf_counter() - start
-        history.train_loss.append(loss)
-        history.train_accuracy.append(acc)
-        history.epoch_seconds.append(seconds)
-        history.examples_per_second.append(seen / seconds)
-        postfix = {"train_loss": f"{loss:.4f}"}
-        if val is not None:
-            result = evaluate(net, val, loss_fn=loss_fn)
-            history.val_loss.append(result.loss)
-            history.val_accuracy.append(result.accuracy)
-            postfix["val_acc"] = f"{result.accuracy:.4f}"
-            if restore_best and history.best_epoch() == history.epochs:   # a new best: keep its values
-                best_values = {name: p.data().copy() for name, p in net.collect_params().items()}
-        bar.set_postfix(postfix)
-    if restore_best:
-        for name, p in net.collect_params().items():
-            p.set_data(best_values[name])
-    return history
+    params = net.collect_params()
+    return run_epochs(
+        lambda: train_epoch(net, batches, trainer, loss_fn),
+        epochs,
+        evaluate_val=None if val is None else lambda: evaluate(net, val, loss_fn=loss_fn),
+        snapshot=(lambda: {name: p.data().copy() for name, p in params.items()}) if restore_best else None,
+        restore=lambda best: [params[name].set_data(value) for name, value in best.items()],
+        progress=progress,
+        desc=desc or type(net).__name__,
+    )
 

@@ -35,12 +35,11 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm.auto import tqdm
 
 from .checks import positive_int
 from .evaluate import batch_statistics
 from .layers import BatchNorm
-from .train import train_step
+from .train import train_loop
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Probe = Callable[[nn.Module, torch.Tensor, torch.Tensor], Any]
@@ -420,7 +419,7 @@ def train_with_probes(
     progress: bool = True,
     desc: str | None = None,
 ) -> ProbeRun:
-    """Train with :func:`bncourse.train.train_step`, calling each probe every ``every`` steps.
+    """Train with :func:`bncourse.train.train_loop`, calling each probe every ``every`` steps.
 
     A probe is called as ``probe(model, x, y)`` on the batch about to be trained on, before the
     step, at steps ``0, every, 2·every, ...``; its result is stored with the step number. Probes
@@ -455,31 +454,23 @@ def train_with_probes(
         if not (hasattr(r, "__enter__") and hasattr(r, "__exit__")):
             raise TypeError(f"recorders must be context managers such as ActivationRecorder, got {type(r).__name__}")
     run = ProbeRun(records={name: [] for name in probes})
-    try:
-        total = epochs * len(batches)  # type: ignore[arg-type]
-    except TypeError:
-        total = None
-    # One refresh per second at most: a per-step bar would flood a notebook with widget messages.
-    bar = tqdm(total=total, desc=desc or type(model).__name__, unit="step", disable=not progress, mininterval=1.0)
+    attached = contextlib.ExitStack()
+
+    def before_step(step: int, x: torch.Tensor, y: torch.Tensor) -> None:
+        if step % every == 0:
+            for name, probe in probes.items():
+                run.records[name].append((step, probe(model, x, y)))
+        for r in recorders:                # attached for the training step only, not for the probes
+            attached.enter_context(r)
+
+    def after_step(step: int) -> None:
+        attached.close()
+
     model.train()
-    step = 0
-    for _ in range(epochs):
-        for x, y in batches:
-            if step % every == 0:
-                for name, probe in probes.items():
-                    run.records[name].append((step, probe(model, x, y)))
-            with contextlib.ExitStack() as attached:
-                for r in recorders:
-                    attached.enter_context(r)
-                loss, _ = train_step(model, x, y, optimizer, loss_fn)
-            run.train_loss.append(loss.item())
-            step += 1
-            bar.update(1)
-            if step % 200 == 0:
-                bar.set_postfix(loss=f"{run.train_loss[-1]:.3f}", refresh=False)
-    bar.close()
-    if step == 0:
-        raise ValueError("batches yielded no examples")
+    with attached:                         # detached on any error too
+        result = train_loop(model, batches, optimizer, epochs=epochs, loss_fn=loss_fn, before_step=before_step,
+                            after_step=after_step, progress=progress, desc=desc)
+    run.train_loss = result.losses.tolist()
     return run
 
 

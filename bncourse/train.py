@@ -1,25 +1,35 @@
-"""The training loop: one step, one epoch, and :func:`fit` with a per-epoch :class:`History`."""
+"""The training loop, one for the whole course.
+
+- :func:`train_step` -- one optimization step: the lesson (forward, loss, backward, update).
+- :func:`train_loop` -- the loop every trainer in bncourse goes through: a budget of steps or of
+  epochs, hooks before and after each step (probes, diagnostics, early stop), evaluation every few steps.
+- :func:`train_steps`, :func:`train_epoch` -- the loop for a step budget, for one pass.
+- :func:`fit` -- epochs with validation and model selection, recorded in a :class:`History`
+  (:func:`run_epochs` is its framework-independent bookkeeping, shared with ``bncourse.gluon.fit``).
+"""
 
 from __future__ import annotations
 
 __all__ = [
-    "LossFn", "History", "train_step", "train_steps", "train_epoch", "fit",
+    "LossFn", "History", "StepOutput", "EpochResult", "LoopResult",
+    "train_step", "train_loop", "train_steps", "train_epoch", "run_epochs", "fit",
 ]
 
 import copy
+import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable, NamedTuple
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from .checks import device_of, positive_int
+from .checks import device_of, flag, module, positive_int
 from .config import get_device
 from .data import TensorData
-from .evaluate import evaluate
+from .evaluate import Evaluation, evaluate
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -61,14 +71,177 @@ class History:
         return max(range(len(self.val_accuracy)), key=lambda e: (self.val_accuracy[e], -e)) + 1
 
 
-def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer, loss_fn: LossFn):
-    """One optimization step on one mini-batch; returns the (detached) loss and logits."""
+class StepOutput(NamedTuple):
+    """What one training step returns, on both sides (:func:`train_step` and ``bncourse.gluon.train_step``).
+
+    ``loss`` is the batch's *mean* loss, ``logits`` the batch's outputs; both detached (framework arrays,
+    not Python numbers: reading them is a host synchronization, left to the caller).
+    """
+
+    loss: Any
+    logits: Any
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    """What one pass over the training batches measured (:func:`train_epoch`, ``bncourse.gluon.train_epoch``).
+
+    ``loss`` and ``accuracy`` are averaged over the examples, each batch measured at the moment it was
+    trained on (not the model at the end of the epoch).
+    """
+
+    loss: float
+    accuracy: float
+    examples: int
+    steps: int
+
+
+@dataclass
+class LoopResult:
+    """What :func:`train_loop` measured.
+
+    Attributes:
+        losses: the mean loss of every step, in order (a 1-D tensor; one host synchronization made it).
+        examples: training examples seen.
+        example_loss: the mean loss over those examples (each step's mean loss weighted by its batch size).
+        correct: how many of them the model classified correctly at the moment it trained on them.
+        evaluations: ``(step, Evaluation)`` on ``val`` every ``eval_every`` steps (empty without ``val``).
+        stopped: the loop ended early: a non-finite loss (``stop_on_nonfinite``) or ``after_step`` returned True.
+    """
+
+    losses: torch.Tensor
+    examples: int
+    example_loss: float
+    correct: int
+    evaluations: list[tuple[int, Evaluation]] = field(default_factory=list)
+    stopped: bool = False
+
+    @property
+    def steps(self) -> int:
+        """Optimizer steps taken."""
+        return int(self.losses.numel())
+
+
+def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: torch.optim.Optimizer,
+               loss_fn: LossFn = F.cross_entropy) -> StepOutput:
+    """One optimization step on one mini-batch; returns the batch's (detached) mean loss and logits."""
     logits = model(x)                      # forward: BN layers use this batch's statistics
-    loss = loss_fn(logits, y)
+    loss = loss_fn(logits, y)              # the mean loss over the batch
     optimizer.zero_grad(set_to_none=True)  # forget the previous step's gradients
     loss.backward()                        # backward: gradients flow through the batch statistics too
     optimizer.step()                       # update the weights (and BN's gamma and beta)
-    return loss.detach(), logits.detach()
+    return StepOutput(loss.detach(), logits.detach())
+
+
+def _one_example_batch(err: ValueError, y: torch.Tensor, seen: int) -> ValueError | None:
+    if "more than 1 value per channel" in str(err) and y.shape[0] == 1:
+        return ValueError(f"a training batch holds a single example (after {seen} examples): batch norm cannot "
+                          "normalize one value per channel. Drop the incomplete last batch "
+                          "(batches(..., drop_last=True)) or choose a batch size that does not leave one "
+                          "example over")
+    return None
+
+
+def _empty_batches(batches: object) -> ValueError:
+    return ValueError(f"batches yielded no examples: {type(batches).__name__} is empty, or it is a one-shot "
+                      "iterator (a generator) used up by an earlier epoch -- pass something that can be iterated "
+                      "again, such as TensorData.batches(...) or a DataLoader")
+
+
+def train_loop(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    *,
+    steps: int | None = None,
+    epochs: int | None = None,
+    loss_fn: LossFn = F.cross_entropy,
+    device: torch.device | str | None = None,
+    before_step: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+    after_step: Callable[[int], bool | None] | None = None,
+    val: TensorData | None = None,
+    eval_every: int | None = None,
+    stop_on_nonfinite: bool = False,
+    progress: bool = False,
+    desc: str | None = None,
+) -> LoopResult:
+    """The course's training loop: every trainer in bncourse goes through it.
+
+    It runs :func:`train_step` on the mini-batches for a budget of ``steps`` optimizer steps (passing
+    over ``batches`` as often as needed) or for ``epochs`` passes; give exactly one of the two.
+
+    Args:
+        batches: re-iterable mini-batches, e.g. ``train.batches(64, seed=0)`` or a ``DataLoader``.
+        device: where to compute; default: where the model's parameters are (batches are moved there).
+        before_step: called as ``before_step(step, x, y)`` before each step with the batch about to be
+            trained on (``step`` = steps done so far, from 0), e.g. to probe the model (PyTorch
+            Lightning's ``on_train_batch_start``). It must leave the model as it found it.
+        after_step: called as ``after_step(step)`` after each step (``step`` counts from 1; Lightning's
+            ``on_train_batch_end``); returning True stops the loop. It may switch the model to eval mode:
+            training mode is set again before the next step.
+        val: held-out data evaluated every ``eval_every`` steps (in eval mode) into ``evaluations``.
+        stop_on_nonfinite: stop at the first non-finite loss (one host synchronization per step).
+        progress: show a tqdm progress bar over the steps.
+    """
+    model = module("model", model)
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+    if (steps is None) == (epochs is None):
+        raise ValueError(f"give exactly one of steps and epochs, got steps={steps!r}, epochs={epochs!r}")
+    if steps is not None:
+        positive_int("steps", steps)
+    else:
+        positive_int("epochs", epochs)
+    for name, hook in (("before_step", before_step), ("after_step", after_step)):
+        if hook is not None and not callable(hook):
+            raise TypeError(f"{name} must be callable or None, got {type(hook).__name__}")
+    if val is not None and not isinstance(val, TensorData):
+        raise TypeError(f"val must be a bncourse.data.TensorData or None, got {type(val).__name__}")
+    if val is not None:
+        positive_int("eval_every", eval_every)
+    flag("stop_on_nonfinite", stop_on_nonfinite)
+    device = torch.device(device) if device is not None else device_of(model)
+    try:
+        total = steps if steps is not None else epochs * len(batches)  # type: ignore[arg-type]
+    except TypeError:
+        total = None
+    losses: list[torch.Tensor] = []
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    seen, passes, stopped = 0, 0, False
+    evaluations: list[tuple[int, Evaluation]] = []
+    # At most one refresh per second: a per-step bar would flood a notebook with widget messages.
+    with tqdm(total=total, desc=desc or type(model).__name__, unit="step", disable=not progress, mininterval=1.0) as bar:
+        while not stopped and (len(losses) < steps if steps is not None else passes < epochs):
+            before = len(losses)
+            for x, y in batches:
+                if x.device != device:
+                    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                if before_step is not None:
+                    before_step(len(losses), x, y)
+                model.train()
+                try:
+                    loss, logits = train_step(model, x, y, optimizer, loss_fn)
+                except ValueError as err:
+                    raise (_one_example_batch(err, y, seen) or err) from err
+                losses.append(loss)
+                loss_sum.add_(loss, alpha=y.shape[0])               # in place: no host synchronization
+                correct.add_((logits.argmax(1) == y).sum())
+                seen += y.shape[0]
+                bar.update()
+                step = len(losses)
+                if val is not None and step % eval_every == 0:
+                    evaluations.append((step, evaluate(model, val, loss_fn=loss_fn, device=device)))
+                if after_step is not None and after_step(step):
+                    stopped = True
+                if stop_on_nonfinite and not math.isfinite(loss.item()):
+                    stopped = True
+                if stopped or step == steps:
+                    break
+            if len(losses) == before:
+                raise _empty_batches(batches)
+            passes += 1
+    return LoopResult(torch.stack(losses).cpu(), seen, loss_sum.item() / seen, int(correct.item()), evaluations, stopped)
 
 
 def train_steps(
@@ -81,44 +254,13 @@ def train_steps(
     progress: bool = False,
     desc: str | None = None,
 ) -> float:
-    """Train ``model`` for a budget of ``steps`` optimizer steps, passing over ``batches`` as often as needed.
+    """Train ``model`` for a budget of ``steps`` optimizer steps (:func:`train_loop`); returns the mean step loss.
 
-    Args:
-        batches: re-iterable mini-batches (each pass may reshuffle, as :class:`bncourse.data.Batches` does).
-        steps: the step budget, >= 1.
-        after_step: called as ``after_step(step)`` after every step (``step`` counts from 1), e.g. to
-            probe the model; it may switch the model to eval mode, training mode is set again before
-            the next step.
-        progress: show a tqdm progress bar over the steps.
-
-    Returns:
-        The mean training loss over all steps (one host synchronization, at the end).
+    ``after_step(step)`` is called after every step (``step`` counts from 1), e.g. to probe the model.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    if not isinstance(optimizer, torch.optim.Optimizer):
-        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
-    positive_int("steps", steps)
-    if after_step is not None and not callable(after_step):
-        raise TypeError(f"after_step must be callable or None, got {type(after_step).__name__}")
-    loss_sum = torch.zeros(())
-    step = 0
-    with tqdm(total=steps, desc=desc, unit="step", disable=not progress, mininterval=2) as bar:
-        while step < steps:
-            seen = step
-            for x, y in batches:
-                model.train()
-                loss, _ = train_step(model, x, y, optimizer, loss_fn)
-                loss_sum += loss.to(loss_sum.device)
-                step += 1
-                bar.update()
-                if after_step is not None:
-                    after_step(step)
-                if step == steps:
-                    break
-            if step == seen:
-                raise ValueError("batches yielded no mini-batch")
-    return loss_sum.item() / steps
+    result = train_loop(model, batches, optimizer, steps=steps, loss_fn=loss_fn, after_step=after_step,
+                        progress=progress, desc=desc)
+    return result.losses.mean().item()
 
 
 def train_epoch(
@@ -127,47 +269,57 @@ def train_epoch(
     optimizer: torch.optim.Optimizer,
     loss_fn: LossFn = F.cross_entropy,
     device: torch.device | str | None = None,
-) -> tuple[float, float, int]:
-    """Train ``model`` for one pass over ``batches`` in training mode.
+) -> EpochResult:
+    """Train ``model`` for one pass over ``batches`` (:func:`train_loop`); an :class:`EpochResult`.
+
+    The epoch's loss is the mean over its examples of each batch's loss at the moment it was trained on.
+    """
+    result = train_loop(model, batches, optimizer, epochs=1, loss_fn=loss_fn, device=device)
+    return EpochResult(loss=result.example_loss, accuracy=result.correct / result.examples,
+                       examples=result.examples, steps=result.steps)
+
+
+def run_epochs(
+    train_one_epoch: Callable[[], EpochResult],
+    epochs: int,
+    evaluate_val: Callable[[], Evaluation] | None = None,
+    snapshot: Callable[[], Any] | None = None,
+    restore: Callable[[Any], None] | None = None,
+    progress: bool = True,
+    desc: str | None = None,
+) -> History:
+    """The epoch bookkeeping that both frameworks' ``fit`` share: train, time, validate, keep the best.
 
     Args:
-        batches: an iterable of ``(x, y)`` mini-batches, e.g. :class:`bncourse.data.Batches` or a
-            ``DataLoader``.
-        device: where to compute; default: where the model's parameters are.
-
-    Returns:
-        ``(mean loss, accuracy, number of examples)`` over the epoch; the loss and accuracy are
-        those of each batch at the moment it was trained on.
+        train_one_epoch: trains one pass and returns its :class:`EpochResult`.
+        evaluate_val: evaluates the validation split (None: no validation).
+        snapshot, restore: with both given, model selection: the state of the epoch with the highest
+            validation accuracy is taken with ``snapshot()`` and put back at the end with ``restore``.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    if not isinstance(optimizer, torch.optim.Optimizer):
-        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
-    device = torch.device(device) if device is not None else device_of(model)
-    model.train()
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), dtype=torch.long, device=device)
-    seen = 0
-    for x, y in batches:
-        if x.device != device:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        try:
-            loss, logits = train_step(model, x, y, optimizer, loss_fn)
-        except ValueError as err:
-            if "more than 1 value per channel" in str(err) and y.shape[0] == 1:
-                raise ValueError(f"a training batch holds a single example (after {seen} examples): batch norm cannot "
-                                 "normalize one value per channel. Drop the incomplete last batch "
-                                 "(batches(..., drop_last=True)) or choose a batch size that does not leave one "
-                                 "example over") from err
-            raise
-        loss_sum += loss * y.shape[0]
-        correct += (logits.argmax(1) == y).sum()
-        seen += y.shape[0]
-    if seen == 0:
-        raise ValueError(f"batches yielded no examples: {type(batches).__name__} is empty, or it is a one-shot "
-                         "iterator (a generator) used up by an earlier epoch -- pass something that can be iterated "
-                         "again, such as TensorData.batches(...) or a DataLoader")
-    return loss_sum.item() / seen, correct.item() / seen, seen
+    positive_int("epochs", epochs)
+    history = History()
+    best = None
+    bar = tqdm(range(epochs), desc=desc, unit="epoch", disable=not progress)
+    for _ in bar:
+        start = time.perf_counter()
+        result = train_one_epoch()
+        seconds = time.perf_counter() - start
+        history.train_loss.append(result.loss)
+        history.train_accuracy.append(result.accuracy)
+        history.epoch_seconds.append(seconds)
+        history.examples_per_second.append(result.examples / seconds)
+        postfix = {"train_loss": f"{result.loss:.4f}"}
+        if evaluate_val is not None:
+            measured = evaluate_val()
+            history.val_loss.append(measured.loss)
+            history.val_accuracy.append(measured.accuracy)
+            postfix["val_acc"] = f"{measured.accuracy:.4f}"
+            if snapshot is not None and history.best_epoch() == history.epochs:   # a new best: keep its state
+                best = snapshot()
+        bar.set_postfix(postfix)
+    if snapshot is not None and restore is not None and best is not None:
+        restore(best)
+    return history
 
 
 def fit(
@@ -204,31 +356,17 @@ def fit(
     positive_int("epochs", epochs)
     if val is not None and not isinstance(val, TensorData):
         raise TypeError(f"val must be a bncourse.data.TensorData or None, got {type(val).__name__}")
-    if not isinstance(restore_best, bool):
-        raise TypeError(f"restore_best must be a bool, got {type(restore_best).__name__} {restore_best!r}")
+    flag("restore_best", restore_best)
     if restore_best and val is None:
         raise ValueError("restore_best=True selects the epoch on the validation split: pass val=<a held-out split>")
     device = get_device(device)
     model.to(device)
-    history = History()
-    bar = tqdm(range(epochs), desc=desc or type(model).__name__, unit="epoch", disable=not progress)
-    for _ in bar:
-        start = time.perf_counter()
-        loss, acc, seen = train_epoch(model, batches, optimizer, loss_fn, device)
-        seconds = time.perf_counter() - start
-        history.train_loss.append(loss)
-        history.train_accuracy.append(acc)
-        history.epoch_seconds.append(seconds)
-        history.examples_per_second.append(seen / seconds)
-        postfix = {"train_loss": f"{loss:.4f}"}
-        if val is not None:
-            result = evaluate(model, val, loss_fn=loss_fn, device=device)
-            history.val_loss.append(result.loss)
-            history.val_accuracy.append(result.accuracy)
-            postfix["val_acc"] = f"{result.accuracy:.4f}"
-            if restore_best and history.best_epoch() == history.epochs:   # a new best: keep its state
-                best_state = copy.deepcopy(model.state_dict())
-        bar.set_postfix(postfix)
-    if restore_best:
-        model.load_state_dict(best_state)
-    return history
+    return run_epochs(
+        lambda: train_epoch(model, batches, optimizer, loss_fn, device),
+        epochs,
+        evaluate_val=None if val is None else lambda: evaluate(model, val, loss_fn=loss_fn, device=device),
+        snapshot=(lambda: copy.deepcopy(model.state_dict())) if restore_best else None,
+        restore=model.load_state_dict,
+        progress=progress,
+        desc=desc or type(model).__name__,
+    )

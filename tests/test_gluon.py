@@ -1,5 +1,6 @@
 """bncourse.gluon: the scratch Gluon BN against gluon.nn.BatchNorm and PyTorch, LeNet, data, training."""
 
+import inspect
 import os
 import subprocess
 import sys
@@ -392,6 +393,34 @@ def test_fit_and_evaluate(tiny, norm):
     assert batch.num_examples == 300 and batch.loss != result.loss  # batch statistics differ from moving ones
     for k, p in net.collect_params().items():
         onp.testing.assert_array_equal(p.data().asnumpy(), saved[k])
+
+
+def test_the_gluon_loop_is_the_twin_of_the_torch_loop(tiny):
+    """Same names, arguments and return types on both sides; the loss is the batch's mean loss."""
+    from bncourse import train as T
+
+    train, test = tiny
+    mx.random.seed(0)
+    net = G.LeNet(batch_norm=True, norm_layer="gluon")
+    net.initialize()
+    trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.0})   # lr 0: losses are the initial ones
+    x, y = next(iter(train.batches(32, seed=0)))
+    out = G.train_step(net, x, y, trainer)
+    assert isinstance(out, T.StepOutput) and out.loss.shape == () and out.logits.shape == (32, 10)
+    per_example = gluon.loss.SoftmaxCrossEntropyLoss()(out.logits, y)
+    assert float(out.loss) == pytest.approx(float(per_example.mean()), rel=1e-5)
+    epoch = G.train_epoch(net, train.subset(100).batches(32, seed=0), trainer)
+    assert isinstance(epoch, T.EpochResult) and epoch.examples == 100 and epoch.steps == 4
+    calls = []
+    result = G.train_loop(net, train.batches(64, seed=0), trainer, steps=5, val=test, eval_every=2,
+                          before_step=lambda step, xb, yb: calls.append(step), after_step=lambda step: step == 4)
+    assert isinstance(result, T.LoopResult) and result.steps == 4 and result.stopped and calls == [0, 1, 2, 3]
+    assert [s for s, _ in result.evaluations] == [2, 4] and isinstance(result.evaluations[0][1], Evaluation)
+    torch_args = set(inspect.signature(T.train_loop).parameters) - {"model", "optimizer", "device"}
+    gluon_args = set(inspect.signature(G.train_loop).parameters) - {"net", "trainer"}
+    assert torch_args == gluon_args
+    with pytest.raises(ValueError, match="exactly one of steps and epochs"):
+        G.train_loop(net, train.batches(64), trainer)
 
 
 def test_batch_statistics_restores_the_moving_statistics():

@@ -54,7 +54,9 @@ def test_train_epoch_accepts_a_dataloader_and_returns_batch_metrics():
     x, y = _toy(64)
     model = nn.Linear(10, 3)
     opt = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: the loss of every batch is the initial one
-    loss, acc, n = train.train_epoch(model, DataLoader(TensorDataset(x, y), batch_size=16), opt)
+    result = train.train_epoch(model, DataLoader(TensorDataset(x, y), batch_size=16), opt)
+    assert isinstance(result, train.EpochResult) and result.steps == 4
+    loss, acc, n = result.loss, result.accuracy, result.examples
     with torch.no_grad():
         expected = nn.functional.cross_entropy(model(x), y).item()
         expected_acc = (model(x).argmax(1) == y).float().mean().item()
@@ -185,7 +187,7 @@ def test_train_steps_checks_its_arguments():
         train.train_steps(model, _td(x, y).batches(5), opt, 0)
     with pytest.raises(TypeError, match="after_step"):
         train.train_steps(model, _td(x, y).batches(5), opt, 1, after_step=3)
-    with pytest.raises(ValueError, match="no mini-batch"):
+    with pytest.raises(ValueError, match="batches yielded no examples"):
         train.train_steps(model, [], opt, 1)
 
 
@@ -231,7 +233,76 @@ def test_fit_restore_best_needs_a_validation_split_and_a_bool():
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(ValueError, match="held-out split"):
         train.fit(model, _td(x, y).batches(32), opt, epochs=1, progress=False, restore_best=True)
-    with pytest.raises(TypeError, match="restore_best must be a bool, got str"):
+    with pytest.raises(TypeError, match="restore_best must be True or False, got str"):
         train.fit(model, _td(x, y).batches(32), opt, epochs=1, val=_td(x, y), progress=False, restore_best="yes")
     with pytest.raises(ValueError, match="needs validation accuracies"):
         train.History().best_epoch()
+
+
+def test_train_loop_hooks_see_every_step_in_order():
+    config.configure(0, threads=1)
+    x, y = _toy(40)
+    model = models.MLP((10, 8, 3), batch_norm=True)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    seen = []
+
+    def before(step, xb, yb):
+        seen.append(("before", step, xb.shape[0]))
+
+    def after(step):
+        seen.append(("after", step))
+        model.eval()                                   # the loop sets training mode again
+    result = train.train_loop(model, _td(x, y).batches(16, seed=0), opt, epochs=2, before_step=before, after_step=after)
+    assert result.steps == 6 and result.examples == 80 and result.losses.shape == (6,)
+    assert [s for s in seen if s[0] == "before"] == [("before", i, n) for i, n in enumerate([16, 16, 8] * 2)]
+    assert [s for s in seen if s[0] == "after"] == [("after", i) for i in range(1, 7)]
+    # the epoch loss is the example-weighted mean of the step losses
+    weights = torch.tensor([16, 16, 8] * 2, dtype=torch.float32)
+    assert result.example_loss == pytest.approx(float((result.losses * weights).sum() / 80), rel=1e-5)
+    config.set_threads()
+
+
+def test_train_loop_step_budget_evaluations_and_early_stop():
+    config.configure(0, threads=1)
+    x, y = _toy(40)
+    model = models.MLP((10, 8, 3), batch_norm=True)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    result = train.train_loop(model, _td(x, y).batches(16, seed=0), opt, steps=7, val=_td(x, y), eval_every=3)
+    assert result.steps == 7 and [s for s, _ in result.evaluations] == [3, 6] and not result.stopped
+    assert all(0 <= e.accuracy <= 1 for _, e in result.evaluations)
+    stop = train.train_loop(model, _td(x, y).batches(16, seed=0), opt, steps=50, after_step=lambda step: step == 4)
+    assert stop.steps == 4 and stop.stopped
+    blow_up = torch.optim.SGD(model.parameters(), lr=1e30)
+    diverged = train.train_loop(model, _td(x, y).batches(16, seed=0), blow_up, steps=50, stop_on_nonfinite=True)
+    assert diverged.stopped and not torch.isfinite(diverged.losses[-1]) and torch.isfinite(diverged.losses[:-1]).all()
+    with pytest.raises(ValueError, match="exactly one of steps and epochs"):
+        train.train_loop(model, _td(x, y).batches(16), opt)
+    with pytest.raises(ValueError, match="exactly one of steps and epochs"):
+        train.train_loop(model, _td(x, y).batches(16), opt, steps=1, epochs=1)
+    with pytest.raises(ValueError, match="eval_every must be a positive int, got NoneType None"):
+        train.train_loop(model, _td(x, y).batches(16), opt, steps=1, val=_td(x, y))
+    with pytest.raises(TypeError, match="before_step must be callable"):
+        train.train_loop(model, _td(x, y).batches(16), opt, steps=1, before_step=3)
+    config.set_threads()
+
+
+def test_every_trainer_goes_through_train_loop(monkeypatch):
+    """fit, train_epoch, train_steps, the sweeps' train_for_examples and landscape's train_with_probes."""
+    from bncourse import experiments, landscape
+
+    calls = []
+    real = train.train_loop
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("steps") or kwargs.get("epochs"))
+        return real(*args, **kwargs)
+    for mod in (train, experiments, landscape):
+        monkeypatch.setattr(mod, "train_loop", counting)
+    x, y = _toy(32)
+    model = models.MLP((10, 8, 3), batch_norm=True)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    train.fit(model, _td(x, y).batches(16), opt, 2, progress=False)
+    train.train_steps(model, _td(x, y).batches(16), opt, 3)
+    experiments.train_for_examples(model, _td(x, y), 8, 16, opt)
+    landscape.train_with_probes(model, _td(x, y).batches(16), opt, 1, progress=False)
+    assert calls == [1, 1, 3, 2, 1]
