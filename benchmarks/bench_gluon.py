@@ -21,6 +21,8 @@ from common import Row, ratio_row, round_ratios, round_times  # noqa: E402
 
 from bncourse import data, layers, models  # noqa: E402
 from bncourse import gluon as G  # noqa: E402
+
+G.use_np()  # the course's Gluon code runs on MXNet's NumPy interface
 from bncourse.train import train_step  # noqa: E402
 
 BATCH = 256
@@ -61,7 +63,7 @@ def step_times(rounds: int = 9) -> dict[str, list[float]]:
     arrays = G.from_tensors(tensors)
     runs = {
         "Gluon scratch BatchNorm": _gluon_step("scratch", arrays.x, arrays.y),
-        "Gluon gluon.nn.BatchNorm": _gluon_step("gluon", arrays.x, arrays.y),
+        "Gluon gluon.nn.BatchNorm": _gluon_step("batch", arrays.x, arrays.y),
         "PyTorch scratch BatchNorm": _torch_step(True, tensors.x, tensors.y),
         "PyTorch nn.BatchNorm2d/1d": _torch_step(False, tensors.x, tensors.y),
     }

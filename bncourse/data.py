@@ -50,6 +50,7 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 __all__ = [
+    "offline_cifar10",
     "DATASET_CLASSES",
     "DATA_DIR_ENV",
     "DataFileError",
@@ -635,3 +636,27 @@ class Batches:
             x, y = x[perm], y[perm]
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             yield x[start : start + self.batch_size], y[start : start + self.batch_size]
+
+
+def offline_cifar10(root: str | os.PathLike[str] | None = None) -> tuple[TensorData, TensorData] | None:
+    """CIFAR-10 (train, test) as normalized in-memory tensors, or ``None`` when it is not on disk.
+
+    Looks for torchvision's ``cifar-10-batches-py`` folder under ``root`` (default
+    :func:`bncourse.data.data_dir`) and never downloads. Images become ``(N, 3, 32, 32)`` float32,
+    standardized with the training split's overall mean and standard deviation.
+    """
+    if root is not None and not isinstance(root, (str, os.PathLike)):
+        raise TypeError(f"root must be a path or None, got {type(root).__name__}")
+    root = Path(root) if root is not None else data_dir()
+    try:
+        splits = [datasets.CIFAR10(root=str(root), train=train, download=False) for train in (True, False)]
+    except RuntimeError:  # torchvision's "Dataset not found or corrupted"
+        return None
+    train_x = torch.from_numpy(splits[0].data).float().div_(255)
+    mean, std = train_x.mean().item(), train_x.std().item()
+    result = []
+    for split, ds in zip(("train", "test"), splits):
+        x = torch.from_numpy(ds.data).float().div_(255).sub_(mean).div_(std).permute(0, 3, 1, 2).contiguous()
+        y = torch.tensor(ds.targets, dtype=torch.long)
+        result.append(TensorData("CIFAR10", split, x, y, tuple(ds.classes), mean, std))
+    return result[0], result[1]

@@ -1,22 +1,21 @@
 """Controlled experiments: change one thing -- the normalization, the learning rate, the batch size -- and
 measure what it does.
 
-- :func:`lenet_with_normalization` -- LeNet with no normalization, batch norm (torch's or the course's
-  scratch layer), group, layer or instance norm, all from one name.
 - :func:`standardize_over_axes` -- the reference definition of which values each normalization
   standardizes together in an ``(N, C, H, W)`` tensor.
 - :func:`train_for_examples` -- train for a fixed number of *examples* (not epochs), so that runs with
   different batch sizes cost and see the same amount of data.
 - :func:`sweep_learning_rates` and :func:`sweep_batch_sizes` -- one short run per setting, each from the
   same seed and on the same data order, summarized as :class:`SweepPoint` records.
-- :func:`offline_cifar10` -- CIFAR-10 as in-memory tensors *if* it is already on disk (never downloaded).
+
+The models come from :func:`bncourse.models.lenet_with_normalization`, the data from :mod:`bncourse.data`.
 """
 
 from __future__ import annotations
 
 __all__ = [
-    "NORMALIZATIONS", "AXIS_KINDS", "lenet_with_normalization", "standardize_over_axes", "SweepPoint",
-    "sweep_learning_rates", "train_for_examples", "linear_scaling", "sweep_batch_sizes", "offline_cifar10",
+    "AXIS_KINDS", "standardize_over_axes", "SweepPoint",
+    "sweep_learning_rates", "train_for_examples", "linear_scaling", "sweep_batch_sizes",
 ]
 
 import math
@@ -33,70 +32,12 @@ from tqdm.auto import tqdm
 
 from .checks import positive_int
 from .config import get_device, seed_everything
-from .data import TensorData, data_dir
+from .data import TensorData
 from .evaluate import evaluate
-from .models import LeNet
 from .train import train_epoch, train_loop
-
-#: Normalization names understood by :func:`lenet_with_normalization` and what they mean.
-NORMALIZATIONS: dict[str, str] = {
-    "none": "no normalization",
-    "batch": "torch's nn.BatchNorm2d / nn.BatchNorm1d",
-    "scratch": "the course's bncourse.layers.BatchNorm",
-    "group": "nn.GroupNorm with `groups` channel groups (conv and dense layers)",
-    "layer": "layer norm as nn.GroupNorm(1, C): all channels (and pixels) of one example",
-    "instance": "nn.InstanceNorm2d(affine=True) on conv layers, layer norm on dense layers",
-}
 
 #: Kinds :func:`standardize_over_axes` knows.
 AXIS_KINDS = ("batch", "layer", "instance", "group")
-
-
-def _norm_factories(kind: str, groups: int) -> tuple[Callable[[int], nn.Module], Callable[[int], nn.Module]]:
-    """(norm2d, norm1d) factories for ``kind``."""
-    if kind == "batch":
-        return nn.BatchNorm2d, nn.BatchNorm1d
-    if kind == "scratch":
-        from .layers import BatchNorm  # written as its own lesson; imported only when asked for
-
-        return BatchNorm, BatchNorm
-    if kind == "group":
-        return (lambda c: nn.GroupNorm(groups, c)), (lambda c: nn.GroupNorm(groups, c))
-    if kind == "layer":
-        return (lambda c: nn.GroupNorm(1, c)), (lambda c: nn.GroupNorm(1, c))
-    if kind == "instance":
-        return (lambda c: nn.InstanceNorm2d(c, affine=True)), (lambda c: nn.GroupNorm(1, c))
-    raise AssertionError(kind)  # unreachable: checked by the caller
-
-
-def lenet_with_normalization(
-    kind: str,
-    bn_position: str = "before",
-    activation: str | Callable[[], nn.Module] = "sigmoid",
-    groups: int = 2,
-) -> LeNet:
-    """A :class:`~bncourse.models.LeNet` whose normalization layers are chosen by name.
-
-    Args:
-        kind: one of :data:`NORMALIZATIONS`: ``"none"``, ``"batch"``, ``"scratch"``, ``"group"``,
-            ``"layer"`` or ``"instance"``. Instance norm has no meaning for a dense layer (one value per
-            feature and example), so the dense layers of ``"instance"`` use layer norm.
-        bn_position: ``"before"`` or ``"after"`` the activation.
-        activation: as for :class:`~bncourse.models.LeNet`.
-        groups: channel groups of ``"group"`` (must divide 6, 16, 120 and 84: 1 or 2).
-
-    Raises:
-        ValueError: for an unknown ``kind`` or a ``groups`` that does not divide every width.
-    """
-    if not isinstance(kind, str) or kind not in NORMALIZATIONS:
-        raise ValueError(f"kind must be one of {list(NORMALIZATIONS)}, got {kind!r}")
-    positive_int("groups", groups)
-    if kind == "group" and any(width % groups for width in (6, 16, 120, 84)):
-        raise ValueError(f"groups must divide LeNet's widths 6, 16, 120 and 84 (1 or 2), got {groups}")
-    if kind == "none":
-        return LeNet(batch_norm=False, activation=activation, bn_position=bn_position)
-    norm2d, norm1d = _norm_factories(kind, groups)
-    return LeNet(batch_norm=True, activation=activation, bn_position=bn_position, norm2d=norm2d, norm1d=norm1d)
 
 
 def standardize_over_axes(x: torch.Tensor, kind: str, groups: int = 2, eps: float = 1e-5) -> torch.Tensor:
@@ -185,7 +126,7 @@ def sweep_learning_rates(
     produces a non-finite loss stops early and is reported as diverged (loss ``inf``, chance accuracy).
 
     Args:
-        make_model: returns a fresh model, e.g. ``lambda: lenet_with_normalization("batch")``.
+        make_model: returns a fresh model, e.g. ``lambda: models.lenet_with_normalization("batch")``.
         train, val: training data and a split held out from it, on which the final accuracy is measured.
         rates: the learning rates, each > 0.
         epochs: passes over ``train`` per run.
@@ -332,29 +273,3 @@ def sweep_batch_sizes(
         accuracy = evaluate(model, val, device=device).accuracy
         points.append(SweepPoint(float(b), sum(last) / len(last), accuracy, False, seconds, len(losses)))
     return points
-
-
-def offline_cifar10(root: str | os.PathLike[str] | None = None) -> tuple[TensorData, TensorData] | None:
-    """CIFAR-10 (train, test) as normalized in-memory tensors, or ``None`` when it is not on disk.
-
-    Looks for torchvision's ``cifar-10-batches-py`` folder under ``root`` (default
-    :func:`bncourse.data.data_dir`) and never downloads. Images become ``(N, 3, 32, 32)`` float32,
-    standardized with the training split's overall mean and standard deviation.
-    """
-    from torchvision import datasets
-
-    if root is not None and not isinstance(root, (str, os.PathLike)):
-        raise TypeError(f"root must be a path or None, got {type(root).__name__}")
-    root = Path(root) if root is not None else data_dir()
-    try:
-        splits = [datasets.CIFAR10(root=str(root), train=train, download=False) for train in (True, False)]
-    except RuntimeError:  # torchvision's "Dataset not found or corrupted"
-        return None
-    train_x = torch.from_numpy(splits[0].data).float().div_(255)
-    mean, std = train_x.mean().item(), train_x.std().item()
-    result = []
-    for split, ds in zip(("train", "test"), splits):
-        x = torch.from_numpy(ds.data).float().div_(255).sub_(mean).div_(std).permute(0, 3, 1, 2).contiguous()
-        y = torch.tensor(ds.targets, dtype=torch.long)
-        result.append(TensorData("CIFAR10", split, x, y, tuple(ds.classes), mean, std))
-    return result[0], result[1]

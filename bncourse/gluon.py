@@ -14,6 +14,11 @@ The Gluon side of the course, shaped like the PyTorch side so that everything ca
   :class:`~bncourse.train.History` and :class:`~bncourse.evaluate.Evaluation` as the PyTorch side.
 * :func:`copy_torch_parameters` -- start a Gluon network from the very weights of a PyTorch one.
 
+The course's Gluon code is written for MXNet's NumPy interface (``mxnet.np`` arrays, NumPy semantics),
+which is a process-wide switch: call :func:`use_np` once before using this module (notebook 05's setup
+cell does). Importing the module does not flip it, so a learner's own legacy ``mx.nd`` code is left alone
+until that explicit call.
+
 Importing mxnet lowers OpenMP's thread count for torch as well (they share the runtime). Importing
 this module puts torch back at the thread count it had before.
 """
@@ -23,7 +28,7 @@ from __future__ import annotations
 __all__ = [
     "ACTIVATIONS", "NORM_LAYERS", "ArrayBatches", "ArrayData", "BatchNorm", "LeNet", "batch_norm",
     "batch_statistics", "batchnorm_layers", "copy_torch_parameters", "evaluate", "fit", "from_tensors",
-    "load_arrays", "mx", "to_numpy", "train_epoch", "train_loop", "train_step",
+    "load_arrays", "mx", "to_numpy", "train_epoch", "train_loop", "train_step", "use_np",
 ]
 
 import contextlib
@@ -49,7 +54,6 @@ from mxnet.gluon import nn  # noqa: E402
 # mxnet's import set OpenMP to one thread for the whole process: give torch its threads back (the
 # count it had, or the default when mxnet had already been imported by someone else and lowered it).
 config.set_threads(None if _MXNET_ALREADY_IMPORTED else _TORCH_THREADS_BEFORE)
-npx.set_np()
 
 from .checks import flag, positive_finite, positive_int  # noqa: E402
 from .data import TensorData, load_tensors  # noqa: E402
@@ -57,12 +61,29 @@ from .evaluate import Evaluation  # noqa: E402
 from .train import EpochResult, History, LoopResult, StepOutput, run_epochs  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-#: The normalization layers :class:`LeNet` can be built with, by name.
-NORM_LAYERS = ("scratch", "gluon")
+#: The normalization layers :class:`LeNet` can be built with, by the names of
+#: :data:`bncourse.models.NORMALIZATIONS`: the framework's own layer and the course's scratch one.
+NORM_LAYERS = ("batch", "scratch")
 #: Activations by name, as in :mod:`bncourse.models`.
 ACTIVATIONS = ("sigmoid", "relu", "tanh")
 
 LossFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def use_np() -> None:
+    """Switch MXNet to its NumPy interface for the whole process (``mxnet.npx.set_np()``).
+
+    The course's Gluon code needs it: its blocks and data are ``mxnet.np`` arrays with NumPy semantics.
+    It is MXNet-wide, not limited to this module: afterwards Gluon blocks expect ``mxnet.np`` arrays,
+    so a block fed legacy ``mx.nd`` arrays fails. ``mxnet.npx.reset_np()`` switches back.
+    """
+    npx.set_np()
+
+
+def _require_np(what: str) -> None:
+    if not npx.is_np_array():
+        raise RuntimeError(f"{what} needs MXNet's NumPy interface, which is off: call bncourse.gluon.use_np() "
+                           "first (notebook 05's setup cell does; it runs mxnet.npx.set_np() for the whole process)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -259,6 +280,7 @@ class BatchNorm(nn.Block):
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.9, **kwargs) -> None:
+        _require_np("the scratch BatchNorm block")
         positive_int("num_features", num_features)
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"momentum must be in [0, 1] (weight of the old value), got {momentum}")
@@ -299,7 +321,7 @@ def _norm_factory(norm_layer: str | Callable[[int], nn.Block]) -> Callable[[int]
     if isinstance(norm_layer, str):
         if norm_layer == "scratch":
             return BatchNorm
-        if norm_layer == "gluon":
+        if norm_layer == "batch":
             return lambda width: nn.BatchNorm(in_channels=width)
         raise ValueError(f"unknown norm_layer {norm_layer!r}; expected one of {NORM_LAYERS} or a callable")
     if callable(norm_layer):
@@ -317,7 +339,8 @@ class LeNet(nn.Sequential):
     Args:
         batch_norm: insert normalization layers (before the activation).
         activation: ``"sigmoid"`` (the classic choice), ``"relu"`` or ``"tanh"``.
-        norm_layer: ``"scratch"`` (:class:`BatchNorm`), ``"gluon"`` (``gluon.nn.BatchNorm``) or a
+        norm_layer: ``"batch"`` (``gluon.nn.BatchNorm``), ``"scratch"`` (:class:`BatchNorm`) -- the
+            names :func:`bncourse.models.norm_layers` gives torch's and the course's layers -- or a
             callable taking the width and returning a Block.
         num_classes: outputs.
     """
@@ -330,6 +353,7 @@ class LeNet(nn.Sequential):
         num_classes: int = 10,
         **kwargs,
     ) -> None:
+        _require_np("bncourse.gluon.LeNet")
         if not isinstance(batch_norm, bool):
             raise TypeError(f"batch_norm must be a bool, got {type(batch_norm).__name__}")
         if activation not in ACTIVATIONS:
@@ -400,6 +424,7 @@ def copy_torch_parameters(net: nn.Block, model: torch.nn.Module) -> nn.Block:
     Raises:
         ValueError: if the parameter counts or any pair of shapes differ.
     """
+    _require_np("copy_torch_parameters")
     if not isinstance(net, nn.Block):
         raise TypeError(f"net must be a gluon Block, got {type(net).__name__}")
     if not isinstance(model, torch.nn.Module):
@@ -451,6 +476,7 @@ class ArrayData:
 
 def from_tensors(data: TensorData) -> ArrayData:
     """Convert a :class:`bncourse.data.TensorData` split into an :class:`ArrayData` (same values)."""
+    _require_np("from_tensors")
     if not isinstance(data, TensorData):
         raise TypeError(f"data must be a bncourse.data.TensorData, got {type(data).__name__}")
     x = np.array(data.x.numpy(), dtype="float32")
@@ -482,6 +508,7 @@ class ArrayBatches:
 
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = True,
                  seed: int | None = 0, drop_last: bool = False) -> None:
+        _require_np("ArrayBatches")
         _check_array(x, "x")
         _check_array(y, "y")
         if x.shape[0] != y.shape[0]:
@@ -548,6 +575,7 @@ def train_loop(
 ) -> LoopResult:
     """The twin of :func:`bncourse.train.train_loop`: the same arguments (but ``device``: MXNet's arrays
     carry their context), the same :class:`~bncourse.train.LoopResult`; every Gluon trainer goes through it."""
+    _require_np("train_loop")
     if not isinstance(net, nn.Block):
         raise TypeError(f"net must be a gluon Block, got {type(net).__name__}")
     if not isinstance(trainer, gluon.Trainer):
@@ -654,6 +682,7 @@ def evaluate(
         mode: ``"eval"`` (prediction mode: moving statistics) or ``"batch"`` (batch statistics,
             moving statistics left untouched; see :func:`batch_statistics`).
     """
+    _require_np("evaluate")
     if not isinstance(net, nn.Block):
         raise TypeError(f"net must be a gluon Block, got {type(net).__name__}")
     if isinstance(data, ArrayData):

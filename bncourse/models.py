@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 __all__ = [
-    "ACTIVATIONS", "BN_POSITIONS", "MLP", "init_normal_", "count_parameters", "batchnorm_layers", "LeNet",
+    "ACTIVATIONS", "BN_POSITIONS", "NORMALIZATIONS", "MLP", "init_normal_", "count_parameters", "batchnorm_layers",
+    "LeNet", "norm_layers", "lenet_with_normalization",
 ]
 
 from collections import OrderedDict
@@ -213,3 +214,66 @@ class LeNet(_Network):
         )
         self.batch_norm = batch_norm
         self.bn_position = bn_position
+
+
+#: Normalization names understood by :func:`norm_layers` and :func:`lenet_with_normalization` (and, for
+#: ``"batch"`` and ``"scratch"``, by ``bncourse.gluon.LeNet``) and what they mean.
+NORMALIZATIONS: dict[str, str] = {
+    "none": "no normalization",
+    "batch": "torch's nn.BatchNorm2d / nn.BatchNorm1d",
+    "scratch": "the course's bncourse.layers.BatchNorm",
+    "group": "nn.GroupNorm with `groups` channel groups (conv and dense layers)",
+    "layer": "layer norm as nn.GroupNorm(1, C): all channels (and pixels) of one example",
+    "instance": "nn.InstanceNorm2d(affine=True) on conv layers, layer norm on dense layers",
+}
+
+
+def norm_layers(kind: str, groups: int = 2) -> tuple[Callable[[int], nn.Module], Callable[[int], nn.Module]]:
+    """The one way to choose a normalization layer: ``(norm2d, norm1d)`` factories for ``kind``, a name of
+    :data:`NORMALIZATIONS` (but ``"none"``), each called with the channel count or width."""
+    if not isinstance(kind, str) or kind not in NORMALIZATIONS or kind == "none":
+        raise ValueError(f"kind must be one of {[k for k in NORMALIZATIONS if k != 'none']}, got {kind!r}")
+    positive_int("groups", groups)
+    if kind == "batch":
+        return nn.BatchNorm2d, nn.BatchNorm1d
+    if kind == "scratch":
+        from .layers import BatchNorm  # written as its own lesson; imported only when asked for
+
+        return BatchNorm, BatchNorm
+    if kind == "group":
+        return (lambda c: nn.GroupNorm(groups, c)), (lambda c: nn.GroupNorm(groups, c))
+    if kind == "layer":
+        return (lambda c: nn.GroupNorm(1, c)), (lambda c: nn.GroupNorm(1, c))
+    if kind == "instance":
+        return (lambda c: nn.InstanceNorm2d(c, affine=True)), (lambda c: nn.GroupNorm(1, c))
+    raise AssertionError(kind)  # unreachable: checked above
+
+
+def lenet_with_normalization(
+    kind: str,
+    bn_position: str = "before",
+    activation: str | Callable[[], nn.Module] = "sigmoid",
+    groups: int = 2,
+) -> LeNet:
+    """A :class:`LeNet` whose normalization layers are chosen by name.
+
+    Args:
+        kind: one of :data:`NORMALIZATIONS`: ``"none"``, ``"batch"``, ``"scratch"``, ``"group"``,
+            ``"layer"`` or ``"instance"``. Instance norm has no meaning for a dense layer (one value per
+            feature and example), so the dense layers of ``"instance"`` use layer norm.
+        bn_position: ``"before"`` or ``"after"`` the activation.
+        activation: as for :class:`LeNet`.
+        groups: channel groups of ``"group"`` (must divide 6, 16, 120 and 84: 1 or 2).
+
+    Raises:
+        ValueError: for an unknown ``kind`` or a ``groups`` that does not divide every width.
+    """
+    if not isinstance(kind, str) or kind not in NORMALIZATIONS:
+        raise ValueError(f"kind must be one of {list(NORMALIZATIONS)}, got {kind!r}")
+    positive_int("groups", groups)
+    if kind == "group" and any(width % groups for width in (6, 16, 120, 84)):
+        raise ValueError(f"groups must divide LeNet's widths 6, 16, 120 and 84 (1 or 2), got {groups}")
+    if kind == "none":
+        return LeNet(batch_norm=False, activation=activation, bn_position=bn_position)
+    norm2d, norm1d = norm_layers(kind, groups)
+    return LeNet(batch_norm=True, activation=activation, bn_position=bn_position, norm2d=norm2d, norm1d=norm1d)

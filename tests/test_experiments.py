@@ -1,4 +1,4 @@
-"""Tests of bncourse.experiments: normalizations by name, their axes, and the sweeps (tiny configs)."""
+"""Tests of bncourse.experiments (the axes of each normalization, the sweeps) and of models.lenet_with_normalization and data.offline_cifar10, on tiny configs."""
 
 import math
 
@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from bncourse import data, models
 from bncourse import experiments as ex
 from bncourse.data import TensorData
 from bncourse.models import batchnorm_layers
@@ -32,20 +33,20 @@ def tiny_data(n=64, seed=0, split="train"):
     ],
 )
 def test_lenet_with_normalization_uses_the_named_layers(kind, conv_type, dense_type):
-    model = ex.lenet_with_normalization(kind)
+    model = models.lenet_with_normalization(kind)
     assert type(model[1]) is conv_type
     assert type(model[10]) is dense_type
     assert model(torch.randn(3, 1, 28, 28)).shape == (3, 10)
 
 
 def test_lenet_group_and_layer_norm_group_counts():
-    assert ex.lenet_with_normalization("group", groups=2)[1].num_groups == 2
-    assert ex.lenet_with_normalization("layer")[1].num_groups == 1
-    assert ex.lenet_with_normalization("layer")[10].num_groups == 1
+    assert models.lenet_with_normalization("group", groups=2)[1].num_groups == 2
+    assert models.lenet_with_normalization("layer")[1].num_groups == 1
+    assert models.lenet_with_normalization("layer")[10].num_groups == 1
 
 
 def test_lenet_without_normalization_has_none():
-    model = ex.lenet_with_normalization("none")
+    model = models.lenet_with_normalization("none")
     assert not model.batch_norm
     assert not any(isinstance(m, (nn.GroupNorm, nn.InstanceNorm2d)) for m in model.modules())
     assert batchnorm_layers(model) == []
@@ -53,14 +54,14 @@ def test_lenet_without_normalization_has_none():
 
 def test_lenet_scratch_uses_the_course_layer():
     layers = pytest.importorskip("bncourse.layers")
-    model = ex.lenet_with_normalization("scratch")
+    model = models.lenet_with_normalization("scratch")
     found = [m for m in model.modules() if isinstance(m, layers.BatchNorm)]
     assert len(found) == 4
     assert model(torch.randn(4, 1, 28, 28)).shape == (4, 10)
 
 
 def test_lenet_position_and_activation_are_passed_on():
-    model = ex.lenet_with_normalization("batch", bn_position="after", activation="relu")
+    model = models.lenet_with_normalization("batch", bn_position="after", activation="relu")
     assert isinstance(model[1], nn.ReLU) and isinstance(model[2], nn.BatchNorm2d)
 
 
@@ -73,7 +74,16 @@ def test_lenet_position_and_activation_are_passed_on():
 ])
 def test_lenet_with_normalization_rejects_bad_input(kwargs, error):
     with pytest.raises(error):
-        ex.lenet_with_normalization(**kwargs)
+        models.lenet_with_normalization(**kwargs)
+
+
+def test_norm_layers_is_the_one_way_to_choose_a_normalization():
+    norm2d, norm1d = models.norm_layers("batch")
+    assert norm2d is nn.BatchNorm2d and norm1d is nn.BatchNorm1d
+    assert isinstance(models.norm_layers("group", groups=3)[0](6), nn.GroupNorm)
+    for bad in ("none", "batchnorm", 3):
+        with pytest.raises(ValueError, match="kind must be one of"):
+            models.norm_layers(bad)
 
 
 # --- standardize_over_axes ------------------------------------------------------------------------
@@ -122,7 +132,7 @@ def test_standardize_over_axes_rejects_bad_input(args, error):
 
 def test_train_for_examples_counts_steps_across_epochs():
     torch.manual_seed(0)
-    model = ex.lenet_with_normalization("batch")
+    model = models.lenet_with_normalization("batch")
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     losses = ex.train_for_examples(model, tiny_data(20), batch_size=8, num_examples=40, optimizer=opt)
     assert len(losses) == 5  # 40 examples in batches of 8, over 2.5 passes of 16 usable examples each
@@ -133,7 +143,7 @@ def test_train_for_examples_counts_steps_across_epochs():
 def test_train_for_examples_changes_the_weights_and_is_reproducible():
     def run():
         torch.manual_seed(0)
-        model = ex.lenet_with_normalization("group")
+        model = models.lenet_with_normalization("group")
         opt = torch.optim.SGD(model.parameters(), lr=0.1)
         losses = ex.train_for_examples(model, tiny_data(32), 4, 32, opt, seed=3)
         return losses, model[0].weight.detach().clone()
@@ -142,12 +152,12 @@ def test_train_for_examples_changes_the_weights_and_is_reproducible():
     assert l1 == l2
     torch.testing.assert_close(w1, w2)
     torch.manual_seed(0)
-    assert not torch.allclose(ex.lenet_with_normalization("group")[0].weight, w1)
+    assert not torch.allclose(models.lenet_with_normalization("group")[0].weight, w1)
 
 
 def test_train_for_examples_stops_on_divergence():
     torch.manual_seed(0)
-    model = ex.lenet_with_normalization("none", activation="relu")
+    model = models.lenet_with_normalization("none", activation="relu")
     opt = torch.optim.SGD(model.parameters(), lr=1e12)
     losses = ex.train_for_examples(model, tiny_data(32), 4, 400, opt)
     assert not math.isfinite(losses[-1]) and len(losses) < 100
@@ -163,7 +173,7 @@ def test_train_for_examples_stops_on_divergence():
     ({"model": "lenet"}, TypeError),
 ])
 def test_train_for_examples_rejects_bad_input(kwargs, error):
-    model = ex.lenet_with_normalization("none")
+    model = models.lenet_with_normalization("none")
     args = {"model": model, "train": tiny_data(16), "batch_size": 4, "num_examples": 8,
             "optimizer": torch.optim.SGD(model.parameters(), lr=0.1)}
     args.update(kwargs)
@@ -175,7 +185,7 @@ def test_train_for_examples_rejects_bad_input(kwargs, error):
 
 def test_sweep_learning_rates_reports_each_rate_and_divergence():
     points = ex.sweep_learning_rates(
-        lambda: ex.lenet_with_normalization("none", activation="relu"), tiny_data(32), tiny_data(16, seed=1, split="test"),
+        lambda: models.lenet_with_normalization("none", activation="relu"), tiny_data(32), tiny_data(16, seed=1, split="test"),
         rates=[0.01, 1e12], epochs=2, batch_size=16, device="cpu", progress=False,
     )
     assert [p.value for p in points] == [0.01, 1e12]
@@ -186,7 +196,7 @@ def test_sweep_learning_rates_reports_each_rate_and_divergence():
 
 def test_sweep_learning_rates_same_seed_same_result():
     def run():
-        return ex.sweep_learning_rates(lambda: ex.lenet_with_normalization("batch"), tiny_data(32), tiny_data(16, seed=1),
+        return ex.sweep_learning_rates(lambda: models.lenet_with_normalization("batch"), tiny_data(32), tiny_data(16, seed=1),
                                        [0.5], epochs=1, batch_size=8, device="cpu", progress=False)[0]
 
     a, b = run(), run()
@@ -202,7 +212,7 @@ def test_sweep_learning_rates_same_seed_same_result():
     ({"val": None}, TypeError),
 ])
 def test_sweep_learning_rates_rejects_bad_input(kwargs, error):
-    args = {"make_model": lambda: ex.lenet_with_normalization("none"), "train": tiny_data(16), "val": tiny_data(8),
+    args = {"make_model": lambda: models.lenet_with_normalization("none"), "train": tiny_data(16), "val": tiny_data(8),
             "rates": [0.1], "epochs": 1, "progress": False}
     args.update(kwargs)
     with pytest.raises(error):
@@ -211,7 +221,7 @@ def test_sweep_learning_rates_rejects_bad_input(kwargs, error):
 
 def test_sweep_batch_sizes_uses_a_fixed_number_of_examples():
     points = ex.sweep_batch_sizes(
-        lambda: ex.lenet_with_normalization("group"), tiny_data(64), tiny_data(16, seed=1),
+        lambda: models.lenet_with_normalization("group"), tiny_data(64), tiny_data(16, seed=1),
         batch_sizes=[2, 16], num_examples=64, lr=ex.linear_scaling(0.5, 16), device="cpu", progress=False,
     )
     assert [p.value for p in points] == [2.0, 16.0]
@@ -237,7 +247,7 @@ def test_linear_scaling():
     ({"train": None}, TypeError),
 ])
 def test_sweep_batch_sizes_rejects_bad_input(kwargs, error):
-    args = {"make_model": lambda: ex.lenet_with_normalization("none"), "train": tiny_data(16), "val": tiny_data(8),
+    args = {"make_model": lambda: models.lenet_with_normalization("none"), "train": tiny_data(16), "val": tiny_data(8),
             "batch_sizes": [4], "num_examples": 8, "lr": ex.linear_scaling(0.1), "progress": False}
     args.update(kwargs)
     with pytest.raises(error):
@@ -247,12 +257,12 @@ def test_sweep_batch_sizes_rejects_bad_input(kwargs, error):
 # --- offline_cifar10 ------------------------------------------------------------------------------
 
 def test_offline_cifar10_is_none_when_absent(tmp_path):
-    assert ex.offline_cifar10(tmp_path) is None
+    assert data.offline_cifar10(tmp_path) is None
 
 
 def test_offline_cifar10_rejects_bad_root():
     with pytest.raises(TypeError):
-        ex.offline_cifar10(42)
+        data.offline_cifar10(42)
 
 
 # --- the figures of notebook 04 -------------------------------------------------------------------

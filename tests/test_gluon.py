@@ -16,6 +16,8 @@ if not _mxnet.available():  # macOS, Windows: mxnet has no wheel there
 
 from bncourse import data, models  # noqa: E402
 from bncourse import gluon as G  # noqa: E402
+
+G.use_np()  # the course's Gluon code runs on MXNet's NumPy interface (notebook 05's setup does the same)
 from bncourse.evaluate import Evaluation  # noqa: E402
 from bncourse.train import History  # noqa: E402
 
@@ -139,11 +141,31 @@ def test_hand_derived_backward_equals_autograd_of_the_formula(kind):
     onp.testing.assert_allclose(function.var.asnumpy(), x_np.var(axis=axes), rtol=1e-4)  # biased
 
 
+def test_importing_leaves_mxnet_alone_until_use_np():
+    """Importing bncourse.gluon does not switch MXNet to NumPy mode; the course's functions say how to."""
+    code = (
+        "from bncourse import gluon as G\n"
+        "from mxnet import npx\n"
+        "print(npx.is_np_array())\n"
+        "try:\n"
+        "    G.LeNet()\n"
+        "except RuntimeError as err:\n"
+        "    print(err)\n"
+        "G.use_np(); print(npx.is_np_array(), type(G.LeNet()).__name__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    lines = out.stdout.strip().splitlines()
+    assert lines[0] == "False", out.stderr
+    assert "call bncourse.gluon.use_np() first" in lines[1]
+    assert lines[2] == "True LeNet"
+
+
 def test_trainer_step_right_after_backward_does_not_wait_forever():
     """The hand backward must not read gamma: the trainer's queued update of gamma waits for it."""
     code = (
         "from bncourse import gluon as G\n"
         "from mxnet import autograd, gluon, np, npx\n"
+        "G.use_np()\n"
         "net = G.LeNet(batch_norm=True, norm_layer='scratch'); net.initialize()\n"
         "trainer = gluon.Trainer(net.collect_params(), 'sgd', {'learning_rate': 0.1})\n"
         "x, y = np.random.uniform(size=(8, 1, 28, 28)), np.arange(8) % 10\n"
@@ -401,7 +423,7 @@ def test_the_gluon_loop_is_the_twin_of_the_torch_loop(tiny):
 
     train, test = tiny
     mx.random.seed(0)
-    net = G.LeNet(batch_norm=True, norm_layer="gluon")
+    net = G.LeNet(batch_norm=True, norm_layer="batch")
     net.initialize()
     trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": 0.0})   # lr 0: losses are the initial ones
     x, y = next(iter(train.batches(32, seed=0)))
