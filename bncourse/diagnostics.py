@@ -10,6 +10,10 @@ model outside a ``with`` block carries no hook and pays nothing:
 * :class:`UpdateRatioTracker` -- optimizer step hooks that measure, for each weight, how large the
   step was compared with the weight itself (``||Δw|| / ||w||``).
 
+And two measures of drift built on them: :func:`unit_drift` (how far each unit's percentiles move
+over training, relative to their spread: Figure 1 (b, c), notebook 01) and :func:`step_drift` (the
+step-to-step move of a layer's percentiles on the training batches, notebook 06).
+
 Summaries are kept as small tensors during training and turned into Python numbers only when
 ``.history`` is read, so recording does not force a device synchronization every step.
 
@@ -44,6 +48,11 @@ __all__ = [
     "ActivationRecorder",
     "GradientRecorder",
     "UpdateRatioTracker",
+    "layer_statistics",
+    "update_ratio",
+    "MIN_SPREAD",
+    "unit_drift",
+    "step_drift",
 ]
 
 #: Module types treated as activations when no modules are given.
@@ -603,3 +612,112 @@ class UpdateRatioTracker(_Recorder):
 
     def _to_dict(self, name: str, step: int, values: list[float]) -> dict:
         return {"step": step, **dict(zip(self.KEYS, values))}
+
+
+# --------------------------------------------------------------------------------------------------
+# What the instruments compute, in plain form
+# --------------------------------------------------------------------------------------------------
+
+def layer_statistics(x: torch.Tensor, percentiles: Sequence[float] = (15, 50, 85),
+                     bounds: tuple[float, float] | None = None) -> dict[str, float | None]:
+    """What :class:`ActivationRecorder` and :class:`GradientRecorder` store for one call, in plain form.
+
+    The recorders compute the same numbers in batches and turn them into Python numbers only when
+    ``.history`` is read (a unit test proves them equal); this is the definition, for reading.
+    """
+    values = x.detach().float().flatten()                  # every value of the layer, pooled
+    record = {"mean": values.mean().item(), "std": values.std(correction=0).item()}
+    for p in percentiles:
+        record[percentile_keys([p])[0]] = torch.quantile(values, p / 100).item()
+    if bounds is None:
+        record["saturation"] = None
+    else:                                                  # the fraction of values in a flat tail
+        low, high = bounds
+        record["saturation"] = ((values <= low) | (values >= high)).float().mean().item()
+    return record
+
+
+def update_ratio(before: torch.Tensor, after: torch.Tensor) -> float:
+    """What :class:`UpdateRatioTracker` measures for one weight and one step: ``||after - before|| / ||before||``."""
+    return (torch.linalg.vector_norm(after - before) / torch.linalg.vector_norm(before)).item()
+
+
+# --------------------------------------------------------------------------------------------------
+# How far a distribution drifts
+# --------------------------------------------------------------------------------------------------
+
+#: The narrowest typical spread :func:`unit_drift` divides by. A sigmoid's slope is at most 1/4, so
+#: inputs spread over less than this move its output by less than 0.025: for the sigmoid such a unit
+#: is a constant, and a smaller width would only inflate the ratio.
+MIN_SPREAD: float = 0.1
+
+
+def _checked_tracks(percentiles: object, start: object, min_spread: object) -> np.ndarray:
+    q = np.asarray(percentiles, dtype=np.float64)
+    if q.ndim != 3 or q.shape[0] < 2 or q.shape[1] < 2:
+        raise ValueError(f"percentiles must have shape (probes >= 2, percentiles >= 2, units), got {q.shape}")
+    if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or not 0 <= start < q.shape[0] - 1:
+        raise ValueError(f"start must be a probe index in [0, {q.shape[0] - 2}], got {start!r}")
+    if isinstance(min_spread, bool) or not isinstance(min_spread, Real) or not 0 < min_spread < float("inf"):
+        raise ValueError(f"min_spread must be a positive finite number, got {min_spread!r}")
+    return q
+
+
+def unit_drift(percentiles: np.ndarray, start: int = 0, per_step: bool = False,
+               min_spread: float = MIN_SPREAD) -> np.ndarray:
+    """How far each unit's input distribution moves, in units of its own spread (Figure 1 (b, c) as a number).
+
+    For every unit: the largest move of any tracked percentile from probe ``start`` to the last,
+    divided by the unit's *typical spread* -- the width ``q_85 - q_15`` averaged over all probes, never
+    less than ``min_spread`` (so a distribution that starts out narrow cannot make the ratio explode).
+    With ``per_step`` the numerator is the mean move between consecutive probes instead.
+
+    Args:
+        percentiles: (T, P, U) percentile tracks, lowest percentile first, e.g. ``figure1.Run.percentiles``.
+
+    Returns:
+        (U,) one drift per unit.
+    """
+    q = _checked_tracks(percentiles, start, min_spread)
+    width = q[:, -1, :] - q[:, 0, :]                                   # p85 - p15 at every probe
+    spread = np.maximum(width.mean(axis=0), min_spread)                # typical spread, floored
+    if per_step:
+        moved = np.abs(np.diff(q[start:], axis=0)).max(axis=1).mean(axis=0)   # mean move between probes
+    else:
+        moved = np.abs(q[-1] - q[start]).max(axis=0)                   # largest percentile move, start -> end
+    return moved / spread
+
+
+def step_drift(records: Sequence[Mapping[str, float]], keys: Sequence[str] = ("p15", "p50", "p85"),
+               relative: bool = True) -> float:
+    """How far a layer's activation distribution moves per step, on the training batches (notebook 06).
+
+    :func:`unit_drift` measures a fixed probe's net move; this is the step-to-step jitter of a recorder's
+    per-step records.
+
+    The mean, over consecutive records and over ``keys``, of ``|v_t - v_{t-1}|``; with ``relative``
+    divided by the mean spread ``p_last - p_first`` of the keys (e.g. p85 − p15), so that layers
+    with different scales compare fairly (a value of 0.1 means the percentiles jump by a tenth of
+    the distribution's width per step).
+
+    Args:
+        records: one dict per step, e.g. ``ActivationRecorder(...).history[name]``.
+        keys: the percentile keys to follow (at least one; two for ``relative``).
+        relative: divide by the mean spread.
+    """
+    if not isinstance(records, Sequence) or len(records) < 2:
+        raise ValueError("records must be a sequence of at least two per-step dicts")
+    keys = list(keys)
+    if not keys or (relative and len(keys) < 2):
+        raise ValueError("keys must name at least one percentile (two when relative=True), e.g. ('p15', 'p50', 'p85')")
+    missing = [k for k in keys if k not in records[0]]
+    if missing:
+        raise KeyError(f"records lack {missing}; they have {sorted(records[0])}")
+    values = np.array([[r[k] for k in keys] for r in records], dtype=np.float64)
+    drift = float(np.abs(np.diff(values, axis=0)).mean())
+    if not relative:
+        return drift
+    spread = float((values[:, -1] - values[:, 0]).mean())
+    if not spread > 0:
+        raise ValueError(f"the spread {keys[-1]} - {keys[0]} must be positive on average to make the drift relative")
+    return drift / spread

@@ -12,12 +12,12 @@ every ``probe_every`` steps from step 0, over a fixed probe of test images, for 
 last hidden layer, on γ·x̂ + β (what the sigmoid receives), normalized with the probe's own
 statistics as in training.
 
-:func:`unit_drift` turns those percentile tracks into one number per unit; :func:`run_many` runs
+:func:`bncourse.diagnostics.unit_drift` turns those percentile tracks into one number per unit; :func:`run_many` runs
 settings in parallel worker processes (each on one thread), so seeds are cheap.
 
 Example:
     >>> result = run(Setting(batch_norm=True, steps=200, probe_every=100, eval_every=100))  # doctest: +SKIP
-    >>> unit_drift(result.percentiles, start=1).shape  # doctest: +SKIP
+    >>> diagnostics.unit_drift(result.percentiles, start=1).shape  # doctest: +SKIP
     (100,)
 """
 
@@ -57,8 +57,6 @@ __all__ = [
     "unit_percentiles",
     "run",
     "run_many",
-    "MIN_SPREAD",
-    "unit_drift",
 ]
 
 #: The paper's network: 784 inputs, three hidden layers of 100 sigmoid units, 10 outputs.
@@ -285,54 +283,3 @@ def run_many(settings: Sequence[Setting], processes: int = 2, progress: bool = T
             return [f.result() for f in futures]
     finally:
         bar.close()
-
-
-#: The narrowest typical spread :func:`unit_drift` divides by. A sigmoid's slope is at most 1/4, so
-#: inputs spread over less than this move its output by less than 0.025: for the sigmoid such a unit
-#: is a constant, and a smaller width would only inflate the ratio.
-MIN_SPREAD: float = 0.1
-
-
-def unit_drift(percentiles: np.ndarray, start: int = 0, per_step: bool = False,
-               min_spread: float = MIN_SPREAD) -> np.ndarray:
-    """How far each unit's input distribution moves, in units of its own spread.
-
-    For every unit: the largest move of any tracked percentile from probe ``start`` to the last
-    probe, ``max_p |q_p(end) - q_p(start)|``, divided by the unit's *typical spread*, the width
-    ``q_85 - q_15`` averaged over all probes of the run, and never less than ``min_spread``.
-    Averaging the width over the whole run keeps the ratio meaningful when the distribution starts
-    out narrow (small initial weights make the plain network's inputs nearly constant at first), and
-    the floor keeps it finite for a network whose inputs stay nearly constant throughout (one that
-    does not learn).
-
-    With ``per_step`` the numerator is instead the mean move between consecutive probes (the
-    step-to-step jitter that ``bncourse.landscape.percentile_drift`` measures on training batches).
-
-    Args:
-        percentiles: (T, P, U) percentile tracks, lowest percentile first, e.g. ``Run.percentiles``.
-        start: index of the probe the displacement is measured from.
-        per_step: measure consecutive moves instead of the net displacement.
-        min_spread: the floor of the typical spread (:data:`MIN_SPREAD`).
-
-    Returns:
-        (U,) one drift per unit.
-    """
-    q = np.asarray(percentiles, dtype=np.float64)
-    if q.ndim != 3 or q.shape[0] < 2 or q.shape[1] < 2:
-        raise ValueError(f"percentiles must have shape (probes >= 2, percentiles >= 2, units), got {q.shape}")
-    if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or not 0 <= start < q.shape[0] - 1:
-        raise ValueError(f"start must be a probe index in [0, {q.shape[0] - 2}], got {start!r}")
-    if isinstance(min_spread, bool) or not isinstance(min_spread, Real) or not 0 < min_spread < float("inf"):
-        raise ValueError(f"min_spread must be a positive finite number, got {min_spread!r}")
-    return _relative_drift(q, start, per_step, min_spread)
-
-
-def _relative_drift(q: np.ndarray, start: int, per_step: bool, min_spread: float) -> np.ndarray:
-    """The arithmetic of :func:`unit_drift` on tracks ``q`` of shape (probes, percentiles, units)."""
-    width = q[:, -1, :] - q[:, 0, :]                                   # p85 - p15 at every probe
-    spread = np.maximum(width.mean(axis=0), min_spread)                # typical spread, floored
-    if per_step:
-        moved = np.abs(np.diff(q[start:], axis=0)).max(axis=1).mean(axis=0)   # mean move between probes
-    else:
-        moved = np.abs(q[-1] - q[start]).max(axis=0)                   # largest percentile move, start -> end
-    return moved / spread

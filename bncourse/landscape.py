@@ -5,8 +5,6 @@ Instruments for the debate about batch normalization's mechanism, each usable on
 
 * :class:`NoisyBatchNorm` -- a BN layer followed by noise that changes every step, with non-zero mean
   and non-unit variance: it deliberately *creates* shifting activation distributions.
-* :func:`percentile_drift` -- how much a layer's activation distribution moves from one step to the
-  next (from :class:`bncourse.diagnostics.ActivationRecorder` records).
 * :func:`internal_covariate_shift` -- internal covariate shift as Santurkar et al. define it: the
   change of a layer's gradient when the layers before it are updated on the same batch.
 * :func:`probe_gradient_direction` -- the loss landscape along the gradient: loss, gradient change
@@ -21,7 +19,7 @@ and leave its parameters, running statistics and train/eval modes exactly as the
 from __future__ import annotations
 
 __all__ = [
-    "LossFn", "NoisyBatchNorm", "percentile_drift", "ShiftMeasurement", "weight_layers",
+    "LossFn", "NoisyBatchNorm", "ShiftMeasurement", "weight_layers",
     "internal_covariate_shift", "GradientStepProbe", "probe_gradient_direction", "ProbeRun",
     "train_with_probes", "shift_by_phase",
 ]
@@ -153,38 +151,6 @@ class NoisyBatchNorm(nn.Module):
 # --------------------------------------------------------------------------------------------------
 # distribution stability
 # --------------------------------------------------------------------------------------------------
-
-def percentile_drift(records: Sequence[Mapping[str, float]], keys: Sequence[str] = ("p15", "p50", "p85"),
-                     relative: bool = True) -> float:
-    """How far a layer's activation distribution moves per step.
-
-    The mean, over consecutive records and over ``keys``, of ``|v_t - v_{t-1}|``; with ``relative``
-    divided by the mean spread ``p_last - p_first`` of the keys (e.g. p85 − p15), so that layers
-    with different scales compare fairly (a value of 0.1 means the percentiles jump by a tenth of
-    the distribution's width per step).
-
-    Args:
-        records: one dict per step, e.g. ``ActivationRecorder(...).history[name]``.
-        keys: the percentile keys to follow (at least one; two for ``relative``).
-        relative: divide by the mean spread.
-    """
-    if not isinstance(records, Sequence) or len(records) < 2:
-        raise ValueError("records must be a sequence of at least two per-step dicts")
-    keys = list(keys)
-    if not keys or (relative and len(keys) < 2):
-        raise ValueError("keys must name at least one percentile (two when relative=True), e.g. ('p15', 'p50', 'p85')")
-    missing = [k for k in keys if k not in records[0]]
-    if missing:
-        raise KeyError(f"records lack {missing}; they have {sorted(records[0])}")
-    values = np.array([[r[k] for k in keys] for r in records], dtype=np.float64)
-    drift = float(np.abs(np.diff(values, axis=0)).mean())
-    if not relative:
-        return drift
-    spread = float((values[:, -1] - values[:, 0]).mean())
-    if not spread > 0:
-        raise ValueError(f"the spread {keys[-1]} - {keys[0]} must be positive on average to make the drift relative")
-    return drift / spread
-
 
 # --------------------------------------------------------------------------------------------------
 # gradients at shifted parameters

@@ -28,7 +28,7 @@ from torch.autograd.function import once_differentiable
 
 from .checks import positive_finite, positive_int
 
-__all__ = ["batch_norm", "BatchNormFunction", "BatchNorm", "fold_weights", "fold_into", "fold_batchnorm"]
+__all__ = ["batch_norm", "BatchNormFunction", "PlainBatchNormFunction", "BatchNorm", "fold_weights", "fold_into", "fold_batchnorm"]
 
 #: Input ranks the layer accepts, and what their axes mean.
 SUPPORTED_SHAPES = {2: "(N, C)", 3: "(N, C, L)", 4: "(N, C, H, W)"}
@@ -143,6 +143,56 @@ class BatchNormFunction(torch.autograd.Function):
         return dx, grad_gamma, grad_beta, None
 
 
+def _check_batch_norm_args(x: object, gamma: object, beta: object, running_mean: object, running_var: object,
+                           training: object, momentum: object, eps: object) -> float:
+    """The argument checks of :func:`batch_norm`; returns ``eps`` as a float."""
+    _check_input(x)
+    channels = x.shape[1]
+    for name, t in (("gamma", gamma), ("beta", beta), ("running_mean", running_mean), ("running_var", running_var)):
+        _check_vector(name, t, channels)
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("running_mean and running_var must both be tensors or both be None")
+    if not isinstance(training, bool):
+        raise TypeError(f"training must be a bool, got {type(training).__name__}")
+    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"momentum must be a number in [0, 1], got {momentum!r}")
+    return positive_finite("eps", eps)
+
+
+class PlainBatchNormFunction(torch.autograd.Function):
+    """:class:`BatchNormFunction` in its textbook form: the same math, line by line, for reading.
+
+    The course's layer runs :class:`BatchNormFunction`, which computes exactly this with fewer
+    temporaries (in-place updates, fused multiply-adds); a unit test proves the two equal, outputs and
+    gradients. Here ``gamma`` and ``beta`` are required.
+    """
+
+    @staticmethod
+    def forward(ctx, x, gamma, beta, eps):
+        dims = [0] + list(range(2, x.dim()))               # every axis but the channels (axis 1)
+        shape = [1, -1] + [1] * (x.dim() - 2)              # a per-channel vector, broadcast over x
+        m = x.numel() // x.shape[1]                        # values per channel
+        mean = x.mean(dims, keepdim=True)                  # mu
+        var = ((x - mean) ** 2).mean(dims, keepdim=True)   # sigma^2, biased: divided by m
+        x_hat = (x - mean) / torch.sqrt(var + eps)
+        y = gamma.view(shape) * x_hat + beta.view(shape)
+        ctx.save_for_backward(x_hat, var, gamma)
+        ctx.dims, ctx.shape, ctx.m, ctx.eps = dims, shape, m, eps
+        mean, var = mean.view(-1), var.view(-1)
+        ctx.mark_non_differentiable(mean, var)             # they feed the running statistics only
+        return y, mean, var
+
+    @staticmethod
+    def backward(ctx, dy, _dmean, _dvar):
+        x_hat, var, gamma = ctx.saved_tensors
+        dims, m = ctx.dims, ctx.m
+        dbeta = dy.sum(dims, keepdim=True)                 # dL/dbeta  = sum(dy)
+        dgamma = (dy * x_hat).sum(dims, keepdim=True)      # dL/dgamma = sum(dy * x_hat)
+        scale = gamma.view(ctx.shape) / torch.sqrt(var + ctx.eps)
+        dx = scale * (dy - dbeta / m - x_hat * dgamma / m)  # the paths through mu and sigma^2 removed
+        return dx, dgamma.view(-1), dbeta.view(-1), None
+
+
 def batch_norm(
     x: torch.Tensor,
     gamma: torch.Tensor | None,
@@ -181,18 +231,7 @@ def batch_norm(
         ValueError: wrong rank, a vector whose length is not C, only one value per channel in
             training, or ``momentum`` / ``eps`` out of range.
     """
-    _check_input(x)
-    channels = x.shape[1]
-    for name, t in (("gamma", gamma), ("beta", beta), ("running_mean", running_mean), ("running_var", running_var)):
-        _check_vector(name, t, channels)
-    if (running_mean is None) != (running_var is None):
-        raise ValueError("running_mean and running_var must both be tensors or both be None")
-    if not isinstance(training, bool):
-        raise TypeError(f"training must be a bool, got {type(training).__name__}")
-    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum <= 1.0:
-        raise ValueError(f"momentum must be a number in [0, 1], got {momentum!r}")
-    eps = positive_finite("eps", eps)
-
+    eps = _check_batch_norm_args(x, gamma, beta, running_mean, running_var, training, momentum, eps)
     if not training and running_mean is not None:
         # Inference: a fixed affine map per channel, y = x * scale + shift.
         scale = torch.rsqrt(running_var + eps)
@@ -203,7 +242,7 @@ def batch_norm(
             shift = shift + beta
         return torch.addcmul(_per_channel(shift, x.dim()), x, _per_channel(scale, x.dim())).to(x.dtype)
 
-    m = x.numel() // channels
+    m = x.numel() // x.shape[1]                         # values per channel
     if m < 2:
         raise ValueError(f"Expected more than 1 value per channel when training, got input size {x.shape}")
     y, mean, var = BatchNormFunction.apply(x, gamma, beta, float(eps))

@@ -357,3 +357,29 @@ def test_numbered_activations_count_layers_as_learners_do():
     named = diagnostics.numbered_activations(model)
     assert list(named) == ["layer 1", "layer 2"]
     assert all(isinstance(m, torch.nn.Tanh) for m in named.values())
+
+
+def test_the_printed_plain_statistics_equal_what_the_recorders_store():
+    """Notebook 01 prints layer_statistics and update_ratio; the instruments compute the same, faster."""
+    from bncourse import diagnostics as dg
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 300), nn.Tanh(), nn.Linear(300, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    outputs = []
+    model[1].register_forward_hook(lambda m, i, o: outputs.append(o.detach().clone()))
+    befores = []
+    with dg.ActivationRecorder(model, saturation=(-0.5, 0.5)) as acts, dg.UpdateRatioTracker(model, opt) as ratios:
+        for batch in (4, 64):                          # 1,200 values (kept whole) and 19,200 (summarized at once)
+            x = torch.randn(batch, 20)
+            befores.append(model[0].weight.detach().clone())
+            nn.functional.cross_entropy(model(x), torch.zeros(batch, dtype=torch.long)).backward()
+            opt.step()
+            opt.zero_grad()
+    for record, out in zip(acts.history["1"], outputs):
+        plain = dg.layer_statistics(out, bounds=(-0.5, 0.5))
+        for key, value in plain.items():
+            assert record[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+    after = model[0].weight.detach()
+    assert ratios.history["0.weight"][-1]["ratio"] == pytest.approx(dg.update_ratio(befores[-1], after), rel=1e-5)
+    assert dg.layer_statistics(torch.arange(5.0), percentiles=(50,)) == dg.summarize(torch.arange(5.0), percentiles=(50,))

@@ -116,7 +116,7 @@ def test_ex01_q2_rejects_no_floor_first_width_and_signed_moves():
 
     def in_place(t, min_spread):
         t -= t[0]
-        return ex01.percentile_drift(t, min_spread)
+        return ex01.unit_drift(t, min_spread)
 
     with np.errstate(divide="ignore", invalid="ignore"):
         rejects(ex01.q2, no_floor, "not finite", "floor")
@@ -125,6 +125,8 @@ def test_ex01_q2_rejects_no_floor_first_width_and_signed_moves():
     rejects(ex01.q2, in_place, "in place")
     rejects(ex01.q2, lambda t, m: np.abs(t[-1] - t[0]).max(0) / np.maximum((t[:, -1] - t[:, 0]).mean(0), 0.1),
             "hard-coded")
+    from bncourse import diagnostics
+    rejects(ex01.q2, lambda t, m: diagnostics.unit_drift(t, min_spread=m), "diagnostics.unit_drift")
 
 
 def test_ex01_q3_rejects_reversed_ratio_hard_coded_factor_and_nan():

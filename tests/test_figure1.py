@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+from bncourse import diagnostics
 from bncourse import figure1 as f1
 
 
@@ -15,29 +16,29 @@ def _track(values):
 
 def test_unit_drift_is_the_largest_percentile_move_over_the_mean_spread():
     q = _track([(-1, 0, 1), (-1, 0.5, 1), (0, 1, 2)])  # spread 2 throughout; p15 and p85 move by 1
-    assert f1.unit_drift(q) == pytest.approx([0.5])
-    assert f1.unit_drift(q, start=1) == pytest.approx([0.5])       # p15: -1 -> 0
-    assert f1.unit_drift(q, per_step=True) == pytest.approx([(0.5 + 1) / 2 / 2])
+    assert diagnostics.unit_drift(q) == pytest.approx([0.5])
+    assert diagnostics.unit_drift(q, start=1) == pytest.approx([0.5])       # p15: -1 -> 0
+    assert diagnostics.unit_drift(q, per_step=True) == pytest.approx([(0.5 + 1) / 2 / 2])
 
 
 def test_unit_drift_is_zero_for_a_still_distribution_and_finite_for_a_constant_one():
     still = np.tile(_track([(-1, 0, 1)]), (5, 1, 1))
-    assert f1.unit_drift(still) == pytest.approx([0.0])
+    assert diagnostics.unit_drift(still) == pytest.approx([0.0])
     constant_but_moving = _track([(0, 0, 0), (3, 3, 3)])  # no spread at all: divided by the floor
-    assert f1.unit_drift(constant_but_moving) == pytest.approx([3 / f1.MIN_SPREAD])
+    assert diagnostics.unit_drift(constant_but_moving) == pytest.approx([3 / diagnostics.MIN_SPREAD])
     narrow = _track([(0, 0, 1e-9), (1e-3, 1e-3, 1e-3)])
-    assert np.isfinite(f1.unit_drift(narrow)).all() and f1.unit_drift(narrow)[0] < 0.02
+    assert np.isfinite(diagnostics.unit_drift(narrow)).all() and diagnostics.unit_drift(narrow)[0] < 0.02
 
 
 def test_unit_drift_checks_its_arguments():
     q = _track([(-1, 0, 1), (0, 1, 2)])
     with pytest.raises(ValueError, match="shape"):
-        f1.unit_drift(q[:1])
+        diagnostics.unit_drift(q[:1])
     with pytest.raises(ValueError, match="start"):
-        f1.unit_drift(q, start=1)
+        diagnostics.unit_drift(q, start=1)
     with pytest.raises(ValueError, match="min_spread"):
-        f1.unit_drift(q, min_spread=0)
-    assert f1.unit_drift(q, start=np.int64(0)).shape == (1,)
+        diagnostics.unit_drift(q, min_spread=0)
+    assert diagnostics.unit_drift(q, start=np.int64(0)).shape == (1,)
 
 
 def test_setting_rejects_bad_values_and_labels_itself():

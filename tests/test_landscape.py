@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from bncourse import diagnostics
 from bncourse import landscape as ls
 from bncourse.layers import BatchNorm
 from bncourse.models import MLP, batchnorm_layers
@@ -78,28 +79,28 @@ def test_noisy_bn_rejects_bad_arguments(kwargs, error):
         ls.NoisyBatchNorm(**args)
 
 
-# --------------------------------------------------------------------------------- percentile_drift
+# ------------------------------------------------------------------ diagnostics.step_drift
 def records(p50s, width=2.0):
     return [{"p15": v - width / 2, "p50": v, "p85": v + width / 2} for v in p50s]
 
 
-def test_percentile_drift_measures_steps_relative_to_spread():
-    assert ls.percentile_drift(records([1.0] * 5)) == 0.0
+def test_step_drift_measures_steps_relative_to_spread():
+    assert diagnostics.step_drift(records([1.0] * 5)) == 0.0
     moving = records([0.0, 0.5, 0.0, 0.5])
-    assert ls.percentile_drift(moving, relative=False) == pytest.approx(0.5)
-    assert ls.percentile_drift(moving) == pytest.approx(0.25)
-    assert ls.percentile_drift(moving, keys=("p50",), relative=False) == pytest.approx(0.5)
+    assert diagnostics.step_drift(moving, relative=False) == pytest.approx(0.5)
+    assert diagnostics.step_drift(moving) == pytest.approx(0.25)
+    assert diagnostics.step_drift(moving, keys=("p50",), relative=False) == pytest.approx(0.5)
 
 
-def test_percentile_drift_rejects_bad_input():
+def test_step_drift_rejects_bad_input():
     with pytest.raises(ValueError):
-        ls.percentile_drift(records([1.0]))
+        diagnostics.step_drift(records([1.0]))
     with pytest.raises(ValueError):
-        ls.percentile_drift(records([1.0, 2.0]), keys=("p50",))
+        diagnostics.step_drift(records([1.0, 2.0]), keys=("p50",))
     with pytest.raises(KeyError):
-        ls.percentile_drift(records([1.0, 2.0]), keys=("p10", "p90"))
+        diagnostics.step_drift(records([1.0, 2.0]), keys=("p10", "p90"))
     with pytest.raises(ValueError):
-        ls.percentile_drift(records([1.0, 2.0], width=0.0))
+        diagnostics.step_drift(records([1.0, 2.0], width=0.0))
 
 
 # --------------------------------------------------------------------------------- internal covariate shift

@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
+from bncourse import layers
 from bncourse.data import load_tensors
 from bncourse.evaluate import batch_statistics
 from bncourse.layers import BatchNorm, BatchNormFunction, batch_norm, fold_batchnorm, fold_into
@@ -405,8 +406,8 @@ def test_one_epoch_with_the_scratch_layer_equals_one_with_batchnorm1d():
     for name, model in models.items():
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
         results[name] = train_epoch(model, train.batches(64, seed=0), optimizer, F.cross_entropy)
-    loss_torch, acc_torch, n = results["torch"]
-    loss_scratch, acc_scratch, _ = results["scratch"]
+    loss_torch, acc_torch, n = results["torch"].loss, results["torch"].accuracy, results["torch"].examples
+    loss_scratch, acc_scratch = results["scratch"].loss, results["scratch"].accuracy
     assert n == 1024
     assert loss_scratch == pytest.approx(loss_torch, rel=1e-5)
     assert abs(acc_scratch - acc_torch) <= 2 / n
@@ -429,3 +430,25 @@ def test_fold_weights_is_the_pure_math_of_fold_into_and_matches_torch():
     nw, nb = fold_weights(w4, None, rm, rv, 1e-5)
     torch.testing.assert_close(nw, w4 / torch.sqrt(rv + 1e-5).view(-1, 1, 1, 1))
     torch.testing.assert_close(nb, -rm / torch.sqrt(rv + 1e-5))
+
+
+@pytest.mark.parametrize("shape", [(16, 3), (8, 3, 5), (4, 3, 5, 6)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_printed_textbook_function_equals_the_fast_one(shape, dtype):
+    """Notebook 02 prints PlainBatchNormFunction; the layer runs BatchNormFunction: same outputs and gradients."""
+    g = torch.Generator().manual_seed(sum(shape))
+    x = (torch.randn(shape, generator=g, dtype=dtype) * 3 + 2).requires_grad_()
+    gamma = (torch.rand(3, generator=g, dtype=dtype) + 0.5).requires_grad_()
+    beta = torch.randn(3, generator=g, dtype=dtype).requires_grad_()
+    dy = torch.randn(shape, generator=g, dtype=dtype)
+    results = []
+    for fn in (layers.BatchNormFunction, layers.PlainBatchNormFunction):
+        y, mean, var = fn.apply(x, gamma, beta, 1e-3)
+        grads = torch.autograd.grad(y, (x, gamma, beta), dy)
+        results.append((y, mean, var, *grads))
+    tol = {"rtol": 1e-5, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 1e-10, "atol": 1e-10}
+    for fast, plain in zip(*results):
+        torch.testing.assert_close(fast, plain, **tol)
+    assert torch.autograd.gradcheck(layers.PlainBatchNormFunction.apply,
+                                    (x.detach().double().requires_grad_(), gamma.detach().double().requires_grad_(),
+                                     beta.detach().double().requires_grad_(), 1e-3))

@@ -18,7 +18,7 @@ from __future__ import annotations
 __all__ = [
     "EXERCISES", "q1", "q2", "q3",
     # the reference solutions
-    "saturated_fraction", "percentile_drift", "gradient_health",
+    "saturated_fraction", "unit_drift", "gradient_health",
     # the exercise classes
     "SaturatedFraction", "PercentileDrift", "GradientHealth",
 ]
@@ -29,8 +29,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from .. import figure1
-from .core import Exercise, _Wrong, _generator
+from .. import diagnostics
+from .core import Exercise, _Forbidden, _Wrong, _generator
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,7 +108,7 @@ class SaturatedFraction(Exercise):
 # ---------------------------------------------------------------------------------------------
 # 2. Percentile drift relative to spread
 # ---------------------------------------------------------------------------------------------
-def percentile_drift(tracks: np.ndarray, min_spread: float) -> np.ndarray:
+def unit_drift(tracks: np.ndarray, min_spread: float) -> np.ndarray:
     """Reference solution of :class:`PercentileDrift`."""
     width = tracks[:, -1, :] - tracks[:, 0, :]                 # p85 - p15 of every unit at every probe
     spread = np.maximum(width.mean(axis=0), min_spread)        # typical spread over the run, floored
@@ -122,7 +122,7 @@ class PercentileDrift(Exercise):
     number = 2
     title = "Percentile drift relative to spread"
     task = ("`tracks` is a NumPy array of shape (T, 3, U): at each of T probes, the 15th, 50th and 85th percentile "
-            "(in that order) of the input of each of U units. Write `percentile_drift(tracks, min_spread)` "
+            "(in that order) of the input of each of U units. Write `unit_drift(tracks, min_spread)` "
             "returning an array of shape (U,): for each unit the largest absolute move of any of its three "
             "percentiles from the first probe to the last, divided by its *typical spread* — the width p85 − p15 "
             "averaged over all T probes, but never less than `min_spread`. A unit whose width is ~0 must not give "
@@ -130,12 +130,12 @@ class PercentileDrift(Exercise):
     hint_text = ("`tracks[:, -1, :] - tracks[:, 0, :]` is the width at every probe; `.mean(axis=0)` averages it over "
                  "the run and `np.maximum(…, min_spread)` floors it. The move is `np.abs(tracks[-1] - "
                  "tracks[0]).max(axis=0)`.")
-    explanation = ("This is `figure1.unit_drift` (see `figure1._relative_drift` in the notebook). Dividing by the "
+    explanation = ("This is `diagnostics.unit_drift` (printed in the notebook). Dividing by the "
                    "width of the *first* probe would make the plain network's drift explode, since its small "
                    "initial weights make every unit's input nearly constant at step 0; the run's average width is a "
                    "fair yardstick, and the floor keeps a unit that never spreads out finite. Absolute values: a "
                    "move down is as much a move as a move up.")
-    reference = staticmethod(percentile_drift)
+    reference = staticmethod(unit_drift)
 
     @staticmethod
     def _tracks(seed: int) -> np.ndarray:
@@ -154,7 +154,15 @@ class PercentileDrift(Exercise):
         for seed, min_spread in ((1, 0.1), (2, 0.5)):
             tracks = self._tracks(seed)
             given = tracks.copy()
-            got = self._call(answer, given, min_spread)
+            with _Forbidden({"bncourse.diagnostics.unit_drift": (diagnostics, "unit_drift")}) as guard:
+                try:
+                    got = self._call(answer, given, min_spread)
+                except _Wrong:
+                    if not guard.used:
+                        raise
+            if guard.used:
+                raise _Wrong("your function called bncourse.diagnostics.unit_drift: the exercise is to write it "
+                             "yourself, from NumPy operations")
             if not np.array_equal(given, tracks):
                 raise _Wrong("you changed `tracks` in place; compute the widths and moves in new arrays")
             where = f"with min_spread={min_spread}"
@@ -186,11 +194,11 @@ class PercentileDrift(Exercise):
                 }
             if min_spread == 0.1:
                 mistakes.pop("the floor 0.1 is hard-coded; use min_spread")
-            expected = figure1.unit_drift(tracks, min_spread=min_spread)
+            expected = diagnostics.unit_drift(tracks, min_spread=min_spread)
             self._diagnose(torch.from_numpy(got_arr), torch.from_numpy(expected),
                            {k: torch.from_numpy(np.nan_to_num(v, nan=1e300, posinf=1e300)) for k, v in mistakes.items()},
                            f"{where}, the drift", atol=1e-9)
-        return "equals figure1.unit_drift, with two floors and a unit that never spreads out."
+        return "equals diagnostics.unit_drift, with two floors and a unit that never spreads out."
 
 
 # ---------------------------------------------------------------------------------------------
