@@ -26,9 +26,10 @@ this module puts torch back at the thread count it had before.
 from __future__ import annotations
 
 __all__ = [
-    "ACTIVATIONS", "NORM_LAYERS", "ArrayBatches", "ArrayData", "BatchNorm", "LeNet", "batch_norm",
+    "ACTIVATIONS", "NORM_LAYERS", "ArrayBatches", "ArrayData", "BatchNorm", "BatchNormFunction", "LeNet",
+    "PlainBatchNormFunction", "batch_norm",
     "batch_statistics", "batchnorm_layers", "copy_torch_parameters", "evaluate", "fit", "from_tensors",
-    "load_arrays", "mx", "to_numpy", "train_epoch", "train_loop", "train_step", "use_np",
+    "load_arrays", "mx", "to_numpy", "train_epoch", "train_loop", "train_step", "use_np", "plain_import_error",
 ]
 
 import contextlib
@@ -78,6 +79,22 @@ def use_np() -> None:
     so a block fed legacy ``mx.nd`` arrays fails. ``mxnet.npx.reset_np()`` switches back.
     """
     npx.set_np()
+
+
+def plain_import_error() -> str | None:
+    """What ``import mxnet`` says in a fresh Python process without the course's ``numpy.bool`` fix.
+
+    Returns the last line of the error (``None`` if the plain import works): the measured reason why
+    ``bncourse._mxnet`` restores NumPy's removed alias before importing mxnet.
+    """
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", "import mxnet"], capture_output=True, text=True, timeout=120)
+    if done.returncode == 0:
+        return None
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if "Error" in line.split(":")[0]]
+    return (errors or lines or ["(no message)"])[-1].strip()
 
 
 def _require_np(what: str) -> None:
@@ -202,9 +219,59 @@ class BatchNormFunction(autograd.Function):
         return layout.restore(dx).as_nd_ndarray(), dgamma.as_nd_ndarray(), dbeta.as_nd_ndarray()
 
 
+class PlainBatchNormFunction(autograd.Function):
+    """:class:`BatchNormFunction` in its textbook form: the same math, line by line, for reading.
+
+    The course's block runs :class:`BatchNormFunction`, which computes exactly this in a matrix layout
+    that is fast on a CPU; a unit test proves the two equal, outputs and gradients.
+    """
+
+    def __init__(self, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = float(eps)
+
+    def forward(self, x, gamma, beta):
+        axes = (0,) if x.ndim == 2 else (0, 2, 3)                  # every axis but the channels (axis 1)
+        shape = (1, -1) if x.ndim == 2 else (1, -1, 1, 1)          # a per-channel vector, broadcast over x
+        mean = x.mean(axis=axes, keepdims=True)                    # mu
+        var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)     # sigma^2, biased: divided by m
+        x_hat = (x - mean) / np.sqrt(var + self.eps)
+        scale = gamma.reshape(shape) / np.sqrt(var + self.eps)     # gamma / sqrt(var + eps)
+        self.save_for_backward(x_hat, scale)
+        self.axes, self.m = axes, x.size // x.shape[1]
+        return gamma.reshape(shape) * x_hat + beta.reshape(shape)
+
+    def backward(self, dy):
+        x_hat, scale = self.saved_tensors
+        dy, m = dy.as_np_ndarray(), self.m                         # MXNet hands in a legacy NDArray
+        dbeta = dy.sum(axis=self.axes)                             # dL/dbeta  = sum(dy)
+        dgamma = (dy * x_hat).sum(axis=self.axes)                  # dL/dgamma = sum(dy * x_hat)
+        shape = scale.shape
+        dx = scale * (dy - dbeta.reshape(shape) / m - x_hat * dgamma.reshape(shape) / m)
+        return dx.as_nd_ndarray(), dgamma.as_nd_ndarray(), dbeta.as_nd_ndarray()
+
+
 def _per_channel(v: np.ndarray, ndim: int) -> np.ndarray:
     """View a (C,) vector so that it broadcasts against an input of ``ndim`` dimensions."""
     return v.reshape((1, -1) + (1,) * (ndim - 2))
+
+
+def _check_batch_norm_args(x: object, gamma: object, beta: object, running_mean: object, running_var: object,
+                           eps: object, momentum: object) -> float:
+    """The argument checks of :func:`batch_norm`; returns ``eps`` as a float."""
+    for value, name in ((x, "x"), (gamma, "gamma"), (beta, "beta"), (running_mean, "running_mean"), (running_var, "running_var")):
+        _check_array(value, name)
+    if x.ndim not in (2, 4):
+        raise ValueError(f"x must be (N, C) or (N, C, H, W), got shape {x.shape}")
+    channels = x.shape[1]
+    for value, name in ((gamma, "gamma"), (beta, "beta"), (running_mean, "running_mean"), (running_var, "running_var")):
+        if value.shape != (channels,):
+            raise ValueError(f"{name} must have shape ({channels},) for input of shape {x.shape}, got {value.shape}")
+    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"momentum must be in [0, 1] (Gluon's convention: weight of the old value), got {momentum!r}")
+    if autograd.is_training() and x.size // channels < 2:   # as PyTorch: one value per channel normalizes to β
+        raise ValueError(f"Expected more than 1 value per channel when training, got input shape {x.shape}")
+    return positive_finite("eps", eps)
 
 
 def batch_norm(
@@ -237,20 +304,8 @@ def batch_norm(
     Returns:
         ``(y, new_running_mean, new_running_var)``; the new statistics carry no gradient.
     """
-    for value, name in ((x, "x"), (gamma, "gamma"), (beta, "beta"), (running_mean, "running_mean"), (running_var, "running_var")):
-        _check_array(value, name)
-    if x.ndim not in (2, 4):
-        raise ValueError(f"x must be (N, C) or (N, C, H, W), got shape {x.shape}")
-    channels = x.shape[1]
-    for value, name in ((gamma, "gamma"), (beta, "beta"), (running_mean, "running_mean"), (running_var, "running_var")):
-        if value.shape != (channels,):
-            raise ValueError(f"{name} must have shape ({channels},) for input of shape {x.shape}, got {value.shape}")
-    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum <= 1.0:
-        raise ValueError(f"momentum must be in [0, 1] (Gluon's convention: weight of the old value), got {momentum!r}")
-    eps = positive_finite("eps", eps)
+    eps = _check_batch_norm_args(x, gamma, beta, running_mean, running_var, eps, momentum)
     if autograd.is_training():
-        if x.size // channels < 2:   # as PyTorch does: one value per channel normalizes to β, whatever it was
-            raise ValueError(f"Expected more than 1 value per channel when training, got input shape {x.shape}")
         normalize = BatchNormFunction(eps)
         y = normalize(x, gamma, beta)
         with autograd.pause():  # bookkeeping, not part of the function being differentiated

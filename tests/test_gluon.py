@@ -136,6 +136,9 @@ def test_hand_derived_backward_equals_autograd_of_the_formula(kind):
     function = G.BatchNormFunction(eps=1e-5)
     for got, want in zip(run(function), run(_plain_formula)):
         onp.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    # the textbook form notebook 05 prints computes the same, outputs and gradients
+    for got, want in zip(run(G.PlainBatchNormFunction(eps=1e-5)), run(G.BatchNormFunction(eps=1e-5))):
+        onp.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
     axes = (0,) if len(shape) == 2 else (0, 2, 3)
     onp.testing.assert_allclose(function.mean.asnumpy(), x_np.mean(axis=axes), rtol=1e-5, atol=1e-5)
     onp.testing.assert_allclose(function.var.asnumpy(), x_np.var(axis=axes), rtol=1e-4)  # biased
@@ -531,3 +534,9 @@ def test_configure_seeds_mxnet_too():
 
     assert (fresh_weights() == fresh_weights()).all()
     config.set_threads()
+
+
+def test_plain_import_error_is_the_numpy_bool_alias():
+    """Why bncourse._mxnet restores numpy.bool: without it, a plain import of mxnet 1.9.1 fails under NumPy 1.26."""
+    message = G.plain_import_error()
+    assert message is not None and "numpy" in message and "bool" in message, message
