@@ -51,6 +51,8 @@ except ImportError:  # pragma: no cover - Windows
 
 __all__ = [
     "offline_cifar10",
+    "subset_size",
+    "holdout_rows",
     "DATASET_CLASSES",
     "DATA_DIR_ENV",
     "DataFileError",
@@ -484,6 +486,28 @@ def class_names(name: str) -> list[str]:
     return list(_check_name(name).classes)
 
 
+def subset_size(n: object, size: int) -> int:
+    """``n`` as an int if it is an integer between 1 and ``size`` (NumPy integers too), else a ``ValueError``:
+    the check of ``subset(n)`` on both sides (:class:`TensorData`, ``bncourse.gluon.ArrayData``)."""
+    if isinstance(n, bool) or not isinstance(n, Integral) or not 1 <= n <= size:
+        raise ValueError(f"n must be an int between 1 and {size}, got {type(n).__name__} {n!r}")
+    return int(n)
+
+
+def holdout_rows(size: int, validation: object, seed: object = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows ``holdout`` keeps and holds out, on both sides: ``validation`` of ``size`` rows drawn with ``seed``.
+
+    Returns ``(rest, held_out)``, each a sorted index tensor, so that :meth:`TensorData.holdout` and
+    ``bncourse.gluon.ArrayData.holdout`` given the same seed split the same examples.
+    """
+    if isinstance(validation, bool) or not isinstance(validation, Integral) or not 1 <= validation < size:
+        raise ValueError(f"validation must be an int between 1 and {size - 1}, got {type(validation).__name__} {validation!r}")
+    if isinstance(seed, bool) or not isinstance(seed, Integral):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
+    order = torch.randperm(size, generator=torch.Generator().manual_seed(int(seed)))
+    return order[: size - int(validation)].sort().values, order[size - int(validation):].sort().values
+
+
 @dataclass(frozen=True)
 class TensorData:
     """A whole split in memory: ``x`` of shape (N, 1, 28, 28), float32, normalized; ``y`` int64 labels."""
@@ -505,8 +529,7 @@ class TensorData:
 
     def subset(self, n: int) -> "TensorData":
         """The first ``n`` examples (for quick experiments and tests)."""
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(self):
-            raise ValueError(f"n must be an int between 1 and {len(self)}, got {n!r}")
+        n = subset_size(n, len(self))
         return TensorData(self.name, self.split, self.x[:n], self.y[:n], self.classes, self.mean, self.std)
 
     def holdout(self, validation: int, seed: int = 0) -> tuple["TensorData", "TensorData"]:
@@ -515,12 +538,7 @@ class TensorData:
         Model selection (epochs, learning rates, settings) uses the held-out part, so the test set
         is measured once, at the selected point. The split names say which part is which.
         """
-        if isinstance(validation, bool) or not isinstance(validation, Integral) or not 1 <= validation < len(self):
-            raise ValueError(f"validation must be an int between 1 and {len(self) - 1}, got {validation!r}")
-        if isinstance(seed, bool) or not isinstance(seed, Integral):
-            raise TypeError(f"seed must be an int, got {seed!r}")
-        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(int(seed)))
-        rest, held = order[: len(self) - int(validation)].sort().values, order[len(self) - int(validation):].sort().values
+        rest, held = holdout_rows(len(self), validation, seed)
         return (TensorData(self.name, f"{self.split} (fit)", self.x[rest], self.y[rest], self.classes, self.mean, self.std),
                 TensorData(self.name, f"{self.split} (validation)", self.x[held], self.y[held], self.classes, self.mean, self.std))
 

@@ -57,7 +57,7 @@ from mxnet.gluon import nn  # noqa: E402
 config.set_threads(None if _MXNET_ALREADY_IMPORTED else _TORCH_THREADS_BEFORE)
 
 from .checks import flag, positive_finite, positive_int  # noqa: E402
-from .data import TensorData, load_tensors  # noqa: E402
+from .data import TensorData, holdout_rows, load_tensors, subset_size  # noqa: E402
 from .evaluate import Evaluation  # noqa: E402
 from .train import EpochResult, History, LoopResult, StepOutput, run_epochs  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
@@ -520,9 +520,18 @@ class ArrayData:
 
     def subset(self, n: int) -> "ArrayData":
         """The first ``n`` examples."""
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(self):
-            raise ValueError(f"n must be an int between 1 and {len(self)}, got {n!r}")
+        n = subset_size(n, len(self))
         return ArrayData(self.name, self.split, self.x[:n], self.y[:n], self.classes, self.mean, self.std)
+
+    def holdout(self, validation: int, seed: int = 0) -> tuple["ArrayData", "ArrayData"]:
+        """Hold out ``validation`` examples, drawn with ``seed``: ``(rest, held_out)``; the twin of
+        :meth:`bncourse.data.TensorData.holdout`, which splits the same examples for the same seed."""
+        parts = []
+        for rows, part in zip(holdout_rows(len(self), validation, seed), ("fit", "validation")):
+            index = np.array(rows.numpy(), dtype="int64")
+            parts.append(ArrayData(self.name, f"{self.split} ({part})", np.take(self.x, index, axis=0),
+                                   np.take(self.y, index, axis=0), self.classes, self.mean, self.std))
+        return parts[0], parts[1]
 
     def batches(self, batch_size: int, shuffle: bool = True, seed: int | None = 0, drop_last: bool = False) -> "ArrayBatches":
         """Mini-batches over this split; see :class:`ArrayBatches`."""

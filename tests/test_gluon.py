@@ -540,3 +540,18 @@ def test_plain_import_error_is_the_numpy_bool_alias():
     """Why bncourse._mxnet restores numpy.bool: without it, a plain import of mxnet 1.9.1 fails under NumPy 1.26."""
     message = G.plain_import_error()
     assert message is not None and "numpy" in message and "bool" in message, message
+
+
+def test_array_data_holdout_and_subset_are_the_twins_of_tensor_data(tiny):
+    train, _ = tiny
+    tensors = data.load_tensors("FashionMNIST", "train").subset(len(train))
+    for (g_part, t_part) in zip(train.holdout(100, seed=3), tensors.holdout(100, seed=3)):
+        assert g_part.split == t_part.split and len(g_part) == len(t_part)
+        onp.testing.assert_array_equal(g_part.y.asnumpy(), t_part.y.numpy())
+        onp.testing.assert_array_equal(g_part.x.asnumpy(), t_part.x.numpy())
+    assert len(train.subset(onp.int64(5))) == 5                      # NumPy integers are ints too
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="n must be an int between 1 and"):
+            train.subset(bad)
+    with pytest.raises(ValueError, match="validation must be an int between"):
+        train.holdout(len(train))
