@@ -7,7 +7,7 @@ count as ints; ``bool`` never counts as a number.
 
 from __future__ import annotations
 
-__all__ = ["positive_int", "flag", "positive_finite", "probability", "module", "device_of"]
+__all__ = ["positive_int", "flag", "positive_finite", "probability", "module", "device_of", "examples"]
 
 import math
 from numbers import Integral, Real
@@ -58,3 +58,17 @@ def device_of(model: nn.Module) -> torch.device:
     for tensor in model.buffers():
         return tensor.device
     raise ValueError(f"{type(model).__name__} has no parameters or buffers, so it has no device: pass device= explicitly")
+
+
+def examples(data: object, holder: type, array: type, expected: str) -> tuple:
+    """``(x, y)`` of ``data``: a ``holder`` (``.x``, ``.y``) or an ``(x, y)`` pair of ``array``; a ``TypeError``
+    naming ``expected`` otherwise, a ``ValueError`` unless both hold the same, non-zero number of examples."""
+    if isinstance(data, holder):
+        x, y = data.x, data.y
+    elif isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(a, array) for a in data):
+        x, y = data
+    else:
+        raise TypeError(f"data must be {expected}, got {type(data).__name__}")
+    if x.shape[0] != y.shape[0] or x.shape[0] == 0:
+        raise ValueError(f"x and y must hold the same, non-zero number of examples, got {x.shape[0]} and {y.shape[0]}")
+    return x, y

@@ -291,7 +291,25 @@ def sync_batch_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
                                        method, group)
 
 
-class SyncBatchNorm(_BatchNorm):
+class _AnyRankBatchNorm(_BatchNorm):
+    """What the course's two BN variants below share: input of any rank >= 2, torch's eval path."""
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"expected input of shape (N, C, ...), got {input.dim()}D input")
+
+    def _training_step(self, input: torch.Tensor) -> bool:
+        """Check ``input``; in training mode count the batch and return True."""
+        self._check_input_dim(input)
+        if self.training:
+            self.num_batches_tracked.add_(1)
+        return self.training
+
+    def _eval_forward(self, input: torch.Tensor) -> torch.Tensor:
+        return F.batch_norm(input, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+
+
+class SyncBatchNorm(_AnyRankBatchNorm):
     """Scratch sync BN, a drop-in for ``nn.BatchNorm1d/2d/3d`` (same parameters and buffers) that normalizes
     with the global batch's statistics in training mode and with the running statistics in eval mode.
 
@@ -314,15 +332,9 @@ class SyncBatchNorm(_BatchNorm):
         self.method = method
         self.group = group
 
-    def _check_input_dim(self, input: torch.Tensor) -> None:
-        if input.dim() < 2:
-            raise ValueError(f"expected input of shape (N, C, ...), got {input.dim()}D input")
-
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        self._check_input_dim(input)
-        if not self.training:
-            return F.batch_norm(input, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
-        self.num_batches_tracked.add_(1)
+        if not self._training_step(input):
+            return self._eval_forward(input)
         return sync_batch_norm(input, self.weight, self.bias, self.running_mean, self.running_var, self.eps,
                                self.momentum, self.method, self.group)
 
@@ -386,7 +398,7 @@ def ghost_batch_norm(x: torch.Tensor, virtual_batch_size: int, weight: torch.Ten
     return out
 
 
-class GhostBatchNorm(_BatchNorm):
+class GhostBatchNorm(_AnyRankBatchNorm):
     """BN over virtual batches of ``virtual_batch_size`` examples in training mode; the running statistics are
     updated once per call with the *average* over the virtual batches of their means and unbiased variances --
     the average of what replicas that each saw one virtual batch would hold. Eval mode uses the running statistics.
@@ -400,15 +412,9 @@ class GhostBatchNorm(_BatchNorm):
         super().__init__(num_features, eps, momentum, True, True, device=device, dtype=dtype)
         self.virtual_batch_size = virtual_batch_size
 
-    def _check_input_dim(self, input: torch.Tensor) -> None:
-        if input.dim() < 2:
-            raise ValueError(f"expected input of shape (N, C, ...), got {input.dim()}D input")
-
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        self._check_input_dim(input)
-        if not self.training:
-            return F.batch_norm(input, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
-        self.num_batches_tracked.add_(1)
+        if not self._training_step(input):
+            return self._eval_forward(input)
         with torch.no_grad():
             groups = _virtual_batches(input.detach(), self.virtual_batch_size)
             dims = [1] + list(range(3, groups.dim()))

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .checks import device_of, positive_int
+from .checks import device_of, examples, positive_int
 from .data import TensorData
 
 #: Evaluation modes: ``"eval"`` normalizes with the running (population) statistics, as at
@@ -99,14 +99,7 @@ def evaluate(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    if isinstance(data, TensorData):
-        x, y = data.x, data.y
-    elif isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
-        x, y = data
-    else:
-        raise TypeError("data must be a bncourse.data.TensorData or an (x, y) pair of tensors")
-    if x.shape[0] != y.shape[0] or x.shape[0] == 0:
-        raise ValueError(f"x and y must hold the same, non-zero number of examples, got {x.shape[0]} and {y.shape[0]}")
+    x, y = examples(data, TensorData, torch.Tensor, "a bncourse.data.TensorData or an (x, y) pair of tensors")
     positive_int("batch_size", batch_size)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")

@@ -56,10 +56,10 @@ from mxnet.gluon import nn  # noqa: E402
 # count it had, or the default when mxnet had already been imported by someone else and lowered it).
 config.set_threads(None if _MXNET_ALREADY_IMPORTED else _TORCH_THREADS_BEFORE)
 
-from .checks import flag, positive_finite, positive_int  # noqa: E402
+from .checks import examples, flag, positive_finite, positive_int  # noqa: E402
 from .data import TensorData, holdout_rows, load_tensors, subset_size  # noqa: E402
 from .evaluate import Evaluation  # noqa: E402
-from .train import EpochResult, History, LoopResult, StepOutput, run_epochs  # noqa: E402
+from .train import EpochResult, History, LoopResult, StepOutput, loop_budget, run_epochs  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 #: The normalization layers :class:`LeNet` can be built with, by the names of
@@ -644,22 +644,10 @@ def train_loop(
         raise TypeError(f"net must be a gluon Block, got {type(net).__name__}")
     if not isinstance(trainer, gluon.Trainer):
         raise TypeError(f"trainer must be a gluon.Trainer, got {type(trainer).__name__}")
-    if (steps is None) == (epochs is None):
-        raise ValueError(f"give exactly one of steps and epochs, got steps={steps!r}, epochs={epochs!r}")
-    positive_int("steps" if steps is not None else "epochs", steps if steps is not None else epochs)
-    for name, hook in (("before_step", before_step), ("after_step", after_step)):
-        if hook is not None and not callable(hook):
-            raise TypeError(f"{name} must be callable or None, got {type(hook).__name__}")
     if val is not None and not isinstance(val, ArrayData):
         raise TypeError(f"val must be a bncourse.gluon.ArrayData or None, got {type(val).__name__}")
-    if val is not None:
-        positive_int("eval_every", eval_every)
-    flag("stop_on_nonfinite", stop_on_nonfinite)
+    total = loop_budget(batches, steps, epochs, before_step, after_step, val is not None, eval_every, stop_on_nonfinite)
     loss_fn = loss_fn or _default_loss()
-    try:
-        total = steps if steps is not None else epochs * len(batches)  # type: ignore[arg-type]
-    except TypeError:
-        total = None
     losses: list[np.ndarray] = []
     loss_sum = correct = np.zeros(())
     seen, passes, stopped = 0, 0, False
@@ -749,14 +737,7 @@ def evaluate(
     _require_np("evaluate")
     if not isinstance(net, nn.Block):
         raise TypeError(f"net must be a gluon Block, got {type(net).__name__}")
-    if isinstance(data, ArrayData):
-        x, y = data.x, data.y
-    elif isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(a, np.ndarray) for a in data):
-        x, y = data
-    else:
-        raise TypeError("data must be a bncourse.gluon.ArrayData or an (x, y) pair of mxnet.np arrays")
-    if x.shape[0] != y.shape[0] or x.shape[0] == 0:
-        raise ValueError(f"x and y must hold the same, non-zero number of examples, got {x.shape[0]} and {y.shape[0]}")
+    x, y = examples(data, ArrayData, np.ndarray, "a bncourse.gluon.ArrayData or an (x, y) pair of mxnet.np arrays")
     positive_int("batch_size", batch_size)
     if mode not in ("eval", "batch"):
         raise ValueError(f"mode must be 'eval' or 'batch', got {mode!r}")

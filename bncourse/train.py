@@ -12,7 +12,7 @@ from __future__ import annotations
 
 __all__ = [
     "LossFn", "History", "StepOutput", "EpochResult", "LoopResult",
-    "train_step", "train_loop", "train_steps", "train_epoch", "run_epochs", "fit",
+    "train_step", "loop_budget", "train_loop", "train_steps", "train_epoch", "run_epochs", "fit",
 ]
 
 import copy
@@ -148,6 +148,28 @@ def _empty_batches(batches: object) -> ValueError:
                       "again, such as TensorData.batches(...) or a DataLoader")
 
 
+def loop_budget(batches: object, steps: object, epochs: object, before_step: object, after_step: object,
+                evaluates: bool, eval_every: object, stop_on_nonfinite: object) -> int | None:
+    """The checks of the loop's arguments that both frameworks share; the number of steps it will take
+    (``None`` when ``batches`` has no length and the budget is in epochs)."""
+    if (steps is None) == (epochs is None):
+        raise ValueError(f"give exactly one of steps and epochs, got steps={steps!r}, epochs={epochs!r}")
+    if steps is not None:
+        positive_int("steps", steps)
+    else:
+        positive_int("epochs", epochs)
+    for name, hook in (("before_step", before_step), ("after_step", after_step)):
+        if hook is not None and not callable(hook):
+            raise TypeError(f"{name} must be callable or None, got {type(hook).__name__}")
+    if evaluates:
+        positive_int("eval_every", eval_every)
+    flag("stop_on_nonfinite", stop_on_nonfinite)
+    try:
+        return steps if steps is not None else epochs * len(batches)  # type: ignore[operator, arg-type]
+    except TypeError:
+        return None
+
+
 def train_loop(
     model: nn.Module,
     batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
@@ -186,25 +208,10 @@ def train_loop(
     model = module("model", model)
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
-    if (steps is None) == (epochs is None):
-        raise ValueError(f"give exactly one of steps and epochs, got steps={steps!r}, epochs={epochs!r}")
-    if steps is not None:
-        positive_int("steps", steps)
-    else:
-        positive_int("epochs", epochs)
-    for name, hook in (("before_step", before_step), ("after_step", after_step)):
-        if hook is not None and not callable(hook):
-            raise TypeError(f"{name} must be callable or None, got {type(hook).__name__}")
     if val is not None and not isinstance(val, TensorData):
         raise TypeError(f"val must be a bncourse.data.TensorData or None, got {type(val).__name__}")
-    if val is not None:
-        positive_int("eval_every", eval_every)
-    flag("stop_on_nonfinite", stop_on_nonfinite)
+    total = loop_budget(batches, steps, epochs, before_step, after_step, val is not None, eval_every, stop_on_nonfinite)
     device = torch.device(device) if device is not None else device_of(model)
-    try:
-        total = steps if steps is not None else epochs * len(batches)  # type: ignore[arg-type]
-    except TypeError:
-        total = None
     losses: list[torch.Tensor] = []
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
