@@ -667,7 +667,7 @@ def train_loop(
                 step = len(losses)
                 if val is not None and step % eval_every == 0:
                     evaluations.append((step, evaluate(net, val, loss_fn=loss_fn)))
-                if after_step is not None and after_step(step):
+                if after_step is not None and after_step(step) is True:
                     stopped = True
                 if stop_on_nonfinite and not onp.isfinite(float(loss.item())):
                     stopped = True

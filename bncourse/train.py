@@ -199,7 +199,7 @@ def train_loop(
             trained on (``step`` = steps done so far, from 0), e.g. to probe the model (PyTorch
             Lightning's ``on_train_batch_start``). It must leave the model as it found it.
         after_step: called as ``after_step(step)`` after each step (``step`` counts from 1; Lightning's
-            ``on_train_batch_end``); returning True stops the loop. It may switch the model to eval mode:
+            ``on_train_batch_end``); returning ``True`` (exactly) stops the loop. It may switch the model to eval mode:
             training mode is set again before the next step.
         val: held-out data evaluated every ``eval_every`` steps (in eval mode) into ``evaluations``.
         stop_on_nonfinite: stop at the first non-finite loss (one host synchronization per step).
@@ -239,7 +239,7 @@ def train_loop(
                 step = len(losses)
                 if val is not None and step % eval_every == 0:
                     evaluations.append((step, evaluate(model, val, loss_fn=loss_fn, device=device)))
-                if after_step is not None and after_step(step):
+                if after_step is not None and after_step(step) is True:
                     stopped = True
                 if stop_on_nonfinite and not math.isfinite(loss.item()):
                     stopped = True

@@ -306,3 +306,12 @@ def test_every_trainer_goes_through_train_loop(monkeypatch):
     experiments.train_for_examples(model, _td(x, y), 8, 16, opt)
     landscape.train_with_probes(model, _td(x, y).batches(16), opt, 1, progress=False)
     assert calls == [1, 1, 3, 2, 1]
+
+
+def test_only_an_explicit_true_stops_the_loop():
+    """A hook that happens to return something (a list, a number) does not end training by accident."""
+    x, y = _toy(40)
+    model = models.MLP((10, 8, 3), batch_norm=True)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    result = train.train_loop(model, _td(x, y).batches(16, seed=0), opt, steps=5, after_step=lambda step: [step])
+    assert result.steps == 5 and not result.stopped
