@@ -1,6 +1,7 @@
 """Speed of one training epoch of the course's seed MLP (784-512-256-10 with BatchNorm1d, SGD, batch 64).
 
-Three ways to spend one epoch over the 60,000 MNIST training images, each timed after a warm-up epoch:
+Three ways to spend one epoch over the 60,000 MNIST training images, timed in turn, round after round, after a
+warm-up epoch of each (``common.best_times``), so that a slow spell of the machine hits all three alike:
 
 * **bncourse** -- ``bncourse.train.train_epoch`` over ``TensorData.batches`` (in-memory, normalized
   tensors; one shuffle per epoch, every batch a view).
@@ -30,7 +31,7 @@ from torchvision.transforms import ToTensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Row, best_time, format_rows, ratio_row  # noqa: E402
+from common import Row, best_times, format_rows, ratio_row  # noqa: E402
 
 from bncourse import config, data, models, train  # noqa: E402
 
@@ -91,23 +92,24 @@ def gemm_floor_epoch(num_examples: int = 60_000) -> Callable[[], object]:
     return epoch
 
 
-def rows(repeats: int = 3) -> list[Row]:
-    """Time the three epochs (best of ``repeats`` after one warm-up epoch) and return the two ratios."""
+def rows(repeats: int = 5) -> list[Row]:
+    """Time the three epochs in ``repeats`` alternating rounds (best of each, after one warm-up epoch) and
+    return the two ratios."""
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"repeats must be a positive int, got {repeats!r}")
-    t_floor = best_time(gemm_floor_epoch(), repeats=repeats, warmup=1)
-    t_bncourse = best_time(bncourse_epoch(), repeats=repeats, warmup=1)
-    t_loader = best_time(dataloader_epoch(), repeats=repeats, warmup=1)
+    seconds = best_times({"floor": gemm_floor_epoch(), "bncourse": bncourse_epoch(), "loader": dataloader_epoch()},
+                         rounds=repeats, warmup=1)
     return [
-        ratio_row("MLP epoch vs GEMM floor", "bncourse train_epoch", t_bncourse, "GEMM-only floor", t_floor, 2.0),
-        ratio_row("DataLoader loop vs bncourse", "DataLoader+ToTensor loop", t_loader, "bncourse train_epoch",
-                  t_bncourse, 2.5, at_most=False),
+        ratio_row("MLP epoch vs GEMM floor", "bncourse train_epoch", seconds["bncourse"], "GEMM-only floor",
+                  seconds["floor"], 2.0),
+        ratio_row("DataLoader loop vs bncourse", "DataLoader+ToTensor loop", seconds["loader"],
+                  "bncourse train_epoch", seconds["bncourse"], 2.5, at_most=False),
     ]
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3, help="timed epochs per method (best is kept)")
+    parser.add_argument("--repeats", type=int, default=5, help="alternating rounds (best of each is kept)")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(format_rows(rows(args.repeats)))
