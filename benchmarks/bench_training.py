@@ -1,18 +1,24 @@
 """Speed of one training epoch of the course's seed MLP (784-512-256-10 with BatchNorm1d, SGD, batch 64).
 
-Three ways to spend one epoch over the 60,000 MNIST training images, timed in turn, round after round, after a
-warm-up epoch of each (``common.best_times``), so that a slow spell of the machine hits all three alike:
+Four ways to spend one epoch over the 60,000 MNIST training images, timed in turn, round after round, after a
+warm-up epoch of each (``common.best_times``), so that a slow spell of the machine hits all four alike:
 
 * **bncourse** -- ``bncourse.train.train_epoch`` over ``TensorData.batches`` (in-memory, normalized
   tensors; one shuffle per epoch, every batch a view).
 * **DataLoader** -- the same model trained by a plain loop over a ``torch.utils.data.DataLoader`` of
   ``torchvision_dataset("MNIST", transform=ToTensor())`` (one PIL image and one transform per example).
+* **bare loop** -- the same model, batches and optimizer stepped by the five lines of a plain PyTorch loop,
+  with none of ``train_epoch``'s bookkeeping (the loss and accuracy it sums, its hooks and checks): what the
+  course's loop itself costs.
 * **GEMM floor** -- only the matrix products an epoch of this model must compute, with the same shapes:
   for every Linear layer the forward ``x @ W^T``, the weight gradient ``grad^T @ x`` and the input
   gradient ``grad @ W`` -- except for the first layer, whose input gradient autograd never computes
   (the images do not require a gradient). No autograd, no BN, no activation, no optimizer.
 
-Targets: bncourse's epoch at most 2.0x the GEMM floor, and at least 2.5x faster than the DataLoader loop.
+Targets: bncourse's epoch at most 2.0x the GEMM floor, at least 2.5x faster than the DataLoader loop, and at
+most 1.1x the bare loop. The floor's operands stay hot in the cache from one product to the next, and it skips
+BN, the activations and the optimizer, so no real training step reaches it: the bare loop's own ratio to the
+floor (printed too) shows how far plain PyTorch gets on this machine.
 
 Usage: ``python benchmarks/run.py training`` (or this file directly, with ``--repeats N``).
 """
@@ -54,6 +60,22 @@ def bncourse_epoch() -> Callable[[], object]:
     return lambda: train.train_epoch(model, batches, optimizer, F.cross_entropy, "cpu")
 
 
+def bare_loop_epoch() -> Callable[[], object]:
+    """One epoch of the plainest PyTorch loop over the same in-memory batches: no bookkeeping at all."""
+    batches = data.load_tensors("MNIST", "train").batches(BATCH_SIZE, seed=0)
+    model, optimizer = _model_and_optimizer()
+
+    def epoch() -> None:
+        model.train()
+        for x, y in batches:
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+    return epoch
+
+
 def dataloader_epoch() -> Callable[[], object]:
     """One epoch of a plain training loop over a DataLoader with the ToTensor transform."""
     dataset = data.torchvision_dataset("MNIST", train=True, transform=ToTensor())
@@ -93,15 +115,19 @@ def gemm_floor_epoch(num_examples: int = 60_000) -> Callable[[], object]:
 
 
 def rows(repeats: int = 5) -> list[Row]:
-    """Time the three epochs in ``repeats`` alternating rounds (best of each, after one warm-up epoch) and
-    return the two ratios."""
+    """Time the four epochs in ``repeats`` alternating rounds (best of each, after one warm-up epoch) and
+    return their ratios."""
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise ValueError(f"repeats must be a positive int, got {repeats!r}")
-    seconds = best_times({"floor": gemm_floor_epoch(), "bncourse": bncourse_epoch(), "loader": dataloader_epoch()},
-                         rounds=repeats, warmup=1)
+    seconds = best_times({"floor": gemm_floor_epoch(), "bncourse": bncourse_epoch(), "bare": bare_loop_epoch(),
+                          "loader": dataloader_epoch()}, rounds=repeats, warmup=1)
     return [
         ratio_row("MLP epoch vs GEMM floor", "bncourse train_epoch", seconds["bncourse"], "GEMM-only floor",
                   seconds["floor"], 2.0),
+        ratio_row("MLP epoch vs GEMM floor (plain PyTorch)", "bare step loop", seconds["bare"], "GEMM-only floor",
+                  seconds["floor"], 2.0),
+        ratio_row("The loop's own cost", "bncourse train_epoch", seconds["bncourse"], "bare step loop",
+                  seconds["bare"], 1.1),
         ratio_row("DataLoader loop vs bncourse", "DataLoader+ToTensor loop", seconds["loader"],
                   "bncourse train_epoch", seconds["bncourse"], 2.5, at_most=False),
     ]

@@ -221,12 +221,13 @@ def train_loop(
     with tqdm(total=total, desc=desc or type(model).__name__, unit="step", disable=not progress, mininterval=1.0) as bar:
         while not stopped and (len(losses) < steps if steps is not None else passes < epochs):
             before = len(losses)
+            model.train()
             for x, y in batches:
                 if x.device != device:
                     x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 if before_step is not None:
                     before_step(len(losses), x, y)
-                model.train()
+                    model.train()                                   # whatever the hook did to the mode
                 try:
                     loss, logits = train_step(model, x, y, optimizer, loss_fn)
                 except ValueError as err:
@@ -239,8 +240,10 @@ def train_loop(
                 step = len(losses)
                 if val is not None and step % eval_every == 0:
                     evaluations.append((step, evaluate(model, val, loss_fn=loss_fn, device=device)))
-                if after_step is not None and after_step(step) is True:
-                    stopped = True
+                    model.train()
+                if after_step is not None:
+                    stopped = after_step(step) is True
+                    model.train()                                   # a probe may have switched to eval mode
                 if stop_on_nonfinite and not math.isfinite(loss.item()):
                     stopped = True
                 if stopped or step == steps:
