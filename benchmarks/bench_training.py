@@ -28,7 +28,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 from torch.nn import functional as F
@@ -60,9 +60,8 @@ def bncourse_epoch() -> Callable[[], object]:
     return lambda: train.train_epoch(model, batches, optimizer, F.cross_entropy, "cpu")
 
 
-def bare_loop_epoch() -> Callable[[], object]:
-    """One epoch of the plainest PyTorch loop over the same in-memory batches: no bookkeeping at all."""
-    batches = data.load_tensors("MNIST", "train").batches(BATCH_SIZE, seed=0)
+def _plain_loop(batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> Callable[[], None]:
+    """The plainest PyTorch training loop over ``batches`` (a fresh seed model and SGD): no bookkeeping."""
     model, optimizer = _model_and_optimizer()
 
     def epoch() -> None:
@@ -76,21 +75,16 @@ def bare_loop_epoch() -> Callable[[], object]:
     return epoch
 
 
+def bare_loop_epoch() -> Callable[[], object]:
+    """One epoch of the plain loop over the same in-memory batches as ``bncourse_epoch``."""
+    return _plain_loop(data.load_tensors("MNIST", "train").batches(BATCH_SIZE, seed=0))
+
+
 def dataloader_epoch() -> Callable[[], object]:
-    """One epoch of a plain training loop over a DataLoader with the ToTensor transform."""
+    """One epoch of the plain loop over a DataLoader with the ToTensor transform."""
     dataset = data.torchvision_dataset("MNIST", train=True, transform=ToTensor())
-    loader = DataLoader(dataset, batch_size=BATCH_SIZE, shuffle=True, generator=torch.Generator().manual_seed(0))
-    model, optimizer = _model_and_optimizer()
-
-    def epoch() -> None:
-        model.train()
-        for x, y in loader:
-            loss = F.cross_entropy(model(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-
-    return epoch
+    return _plain_loop(DataLoader(dataset, batch_size=BATCH_SIZE, shuffle=True,
+                                  generator=torch.Generator().manual_seed(0)))
 
 
 def gemm_floor_epoch(num_examples: int = 60_000) -> Callable[[], object]:
