@@ -426,8 +426,7 @@ class _VerifiedFiles:
         transform: Callable | None = None,
         target_transform: Callable | None = None,
     ) -> None:
-        if not isinstance(train, bool):
-            raise TypeError(f"train must be a bool, got {type(train).__name__}")
+        flag("train", train)
         root = _root(root)
         _verify(self._course_name, root)
         super().__init__(str(root), train=train, transform=transform, target_transform=target_transform)
@@ -476,8 +475,7 @@ def torchvision_dataset(
         root: data folder; default :func:`data_dir`.
     """
     _check_name(name)
-    if not isinstance(train, bool):
-        raise TypeError(f"train must be a bool, got {type(train).__name__}")
+    flag("train", train)
     return _VERIFIED_CLASSES[name](root, train=train, transform=transform)
 
 

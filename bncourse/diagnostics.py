@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checks import positive_int
+from .checks import flag, positive_int
 
 __all__ = [
     "ACTIVATION_TYPES",
@@ -352,9 +352,7 @@ class _StatisticsRecorder(_Recorder):
         if unit is not None and (isinstance(unit, bool) or not isinstance(unit, int)):
             raise TypeError(f"unit must be None or an int (a feature / channel index), got {type(unit).__name__}")
         self.unit = unit
-        if not isinstance(keep_last, bool):
-            raise TypeError(f"keep_last must be a bool, got {type(keep_last).__name__}")
-        self.keep_last = keep_last
+        self.keep_last = flag("keep_last", keep_last)
         self.saturation = saturation
         self._saturation = {name: _saturation_fn(saturation, m) for name, m in self.modules.items()}
         self._quantiles = torch.tensor([p / 100 for p in self.percentiles], dtype=torch.float32)
@@ -448,8 +446,7 @@ class ActivationRecorder(_StatisticsRecorder):
             raise ValueError(f"record must be one of {self.RECORD}, got {record!r}")
         if record == "input" and saturation == "auto":
             raise ValueError("saturation='auto' bounds describe module outputs; with record='input' pass (low, high) bounds")
-        if not isinstance(train_only, bool):
-            raise TypeError(f"train_only must be a bool, got {type(train_only).__name__}")
+        flag("train_only", train_only)
         super().__init__(model, modules, percentiles, saturation, every, unit, keep_last)
         self.record = record
         self.train_only = train_only

@@ -39,7 +39,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from . import data, models
-from .checks import positive_int
+from .checks import flag, positive_int
 from .evaluate import evaluate
 from .train import train_steps
 
@@ -166,8 +166,7 @@ def load_splits(binary: bool) -> Splits:
     The last :data:`VALIDATION_SIZE` training images form the validation split; the probe is the
     first :data:`PROBE_SIZE` test images. With ``binary`` the pixels are thresholded at 0.5.
     """
-    if not isinstance(binary, bool):
-        raise TypeError(f"binary must be a bool, got {binary!r}")
+    flag("binary", binary)
     train, test = data.load_tensors("MNIST", "train"), data.load_tensors("MNIST", "test")
     if binary:
         train, test = _binarize(train), _binarize(test)

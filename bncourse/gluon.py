@@ -409,8 +409,7 @@ class LeNet(nn.Sequential):
         **kwargs,
     ) -> None:
         _require_np("bncourse.gluon.LeNet")
-        if not isinstance(batch_norm, bool):
-            raise TypeError(f"batch_norm must be a bool, got {type(batch_norm).__name__}")
+        flag("batch_norm", batch_norm)
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; expected one of {ACTIVATIONS}")
         positive_int("num_classes", num_classes)

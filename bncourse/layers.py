@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from .checks import positive_finite, positive_int
+from .checks import flag, positive_finite, positive_int
 
 __all__ = ["batch_norm", "BatchNormFunction", "PlainBatchNormFunction", "BatchNorm", "fold_weights", "fold_into", "fold_batchnorm"]
 
@@ -152,8 +152,7 @@ def _check_batch_norm_args(x: object, gamma: object, beta: object, running_mean:
         _check_vector(name, t, channels)
     if (running_mean is None) != (running_var is None):
         raise ValueError("running_mean and running_var must both be tensors or both be None")
-    if not isinstance(training, bool):
-        raise TypeError(f"training must be a bool, got {type(training).__name__}")
+    flag("training", training)
     if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum <= 1.0:
         raise ValueError(f"momentum must be a number in [0, 1], got {momentum!r}")
     return positive_finite("eps", eps)
@@ -298,9 +297,8 @@ class BatchNorm(nn.Module):
             isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0.0 <= momentum <= 1.0
         ):
             raise ValueError(f"momentum must be a number in [0, 1] or None (cumulative average), got {momentum!r}")
-        for name, flag in (("affine", affine), ("track_running_stats", track_running_stats), ("bias", bias)):
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+        for name, value in (("affine", affine), ("track_running_stats", track_running_stats), ("bias", bias)):
+            flag(name, value)
         factory = {"device": device, "dtype": dtype}
         self.num_features = num_features
         self.eps = eps

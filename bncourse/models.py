@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from .checks import positive_int
+from .checks import flag, positive_int
 
 #: Activations by name, for the ``activation`` argument.
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -85,8 +85,7 @@ class MLP(_Network):
         sizes = tuple(sizes)
         if len(sizes) < 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sizes):
             raise ValueError(f"sizes must be at least two positive ints (input, ..., output), got {sizes!r}")
-        if not isinstance(batch_norm, bool):
-            raise TypeError(f"batch_norm must be a bool, got {type(batch_norm).__name__}")
+        flag("batch_norm", batch_norm)
         if bn_position not in BN_POSITIONS:
             raise ValueError(f"bn_position must be one of {BN_POSITIONS}, got {bn_position!r}")
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
@@ -189,8 +188,7 @@ class LeNet(_Network):
         norm1d: Callable[[int], nn.Module] = nn.BatchNorm1d,
         num_classes: int = 10,
     ) -> None:
-        if not isinstance(batch_norm, bool):
-            raise TypeError(f"batch_norm must be a bool, got {type(batch_norm).__name__}")
+        flag("batch_norm", batch_norm)
         if bn_position not in BN_POSITIONS:
             raise ValueError(f"bn_position must be one of {BN_POSITIONS}, got {bn_position!r}")
         positive_int("num_classes", num_classes)

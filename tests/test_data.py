@@ -368,7 +368,7 @@ def test_bad_arguments():
         data.expected_files(3)
     with pytest.raises(ValueError, match="'train' or 'test'"):
         data.load_tensors("MNIST", "validation")
-    with pytest.raises(TypeError, match="train must be a bool"):
+    with pytest.raises(TypeError, match="train must be True or False"):
         data.torchvision_dataset("MNIST", train="yes")
     with pytest.raises(TypeError, match="root must be a path"):
         data.load_tensors("MNIST", "test", root=3)

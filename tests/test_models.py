@@ -49,7 +49,7 @@ def test_lenet_shapes_and_variants():
     [
         ({"sizes": (784,)}, ValueError, "at least two"),
         ({"sizes": (784, 0, 10)}, ValueError, "positive"),
-        ({"batch_norm": 1}, TypeError, "bool"),
+        ({"batch_norm": 1}, TypeError, "batch_norm must be True or False, got int 1"),
         ({"bn_position": "middle"}, ValueError, "bn_position"),
         ({"activation": "swish"}, ValueError, "unknown activation"),
         ({"activation": 3}, TypeError, "activation"),
