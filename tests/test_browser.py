@@ -344,7 +344,10 @@ def test_notebook_01_widget_renders_and_responds(lab, page):
     assert sliders.count() == 3, f"expected the scale, shift and batch-size sliders, found {sliders.count()}"
     shift = output.locator(".widget-slider", has_text="shift")
     figure = output.locator(".widget-output img")
-    figure.first.wait_for(timeout=30_000)
+    # The widget's own figure is drawn by a callback after the sliders appear; only its src is read, so it
+    # must be in the page, not on screen (JupyterLab may not lay out a cell scrolled out of view).
+    sliders.first.scroll_into_view_if_needed()
+    figure.first.wait_for(state="attached", timeout=90_000)
     before = figure.last.get_attribute("src")
     readout = shift.locator(".widget-readout")
     assert readout.inner_text().strip() == "5.00"
