@@ -21,7 +21,7 @@ OTHER_VENV    ?= .venv-other
 GET_PYTHON := The course supports Python 3.12 and 3.11: install one from python.org, your package manager \
 (apt install python3.12-venv, brew install python@3.12) or pyenv, or name it with make PYTHON=/path/to/python3.12.
 
-.PHONY: lab test chromium test-other platforms bench clean-venv
+.PHONY: lab test chromium test-other platforms bench notebooks clean-venv
 
 # A venv in $(1) made with the interpreter $(2), with the pins, the test tools and bncourse installed.
 define make_venv
@@ -65,6 +65,11 @@ test-other: $(OTHER_VENV)/.bncourse-installed
 ## Resolve requirements.txt for every supported platform and Python (reads the package index).
 platforms: $(STAMP)
 	BNCOURSE_PLATFORMS=1 $(BIN)/python -m pytest tests/test_platforms.py
+
+## Execute notebooks as they are committed: learner mode, top to bottom, source hashes recorded, timings
+## stripped (tests/test_freshness.py checks all three). NB="04 06" picks notebooks; default every one.
+notebooks: $(STAMP)
+	$(BIN)/python tools/notebooks.py $(NB)
 
 ## Measure the speed ratios (see benchmarks/README.md).
 bench: $(STAMP)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
-    "DEFAULT_THREADS", "RunConfig", "versions", "get_device", "set_threads", "seed_everything", "configure",
+    "DEFAULT_THREADS", "RunConfig", "cpu_kernels", "versions", "get_device", "set_threads", "seed_everything", "configure",
 ]
 
 import os
@@ -28,7 +28,18 @@ class RunConfig:
     device: torch.device
 
     def __str__(self) -> str:
-        return f"seed={self.seed}, threads={self.threads}, device={self.device.type}\n{versions()}"
+        return (f"seed={self.seed}, threads={self.threads}, device={self.device.type}, "
+                f"CPU kernels {cpu_kernels()}\n{versions()}")
+
+
+def cpu_kernels() -> str:
+    """The CPU kernel family torch runs (``"AVX2"``, ``"AVX512"``, ``"DEFAULT"``, ...).
+
+    A seeded run repeats exactly only on the same family: each rounds floats in its own way, and
+    training amplifies the difference. ``ATEN_CPU_CAPABILITY=default`` (set before torch is imported)
+    reruns a notebook with another family's rounding. Compare this line before comparing numbers.
+    """
+    return torch.backends.cpu.get_cpu_capability()
 
 
 def versions() -> str:

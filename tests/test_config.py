@@ -17,6 +17,7 @@ def test_configure_makes_runs_repeatable():
     assert a[0] == b[0] and a[1] == b[1] and torch.equal(a[2], b[2])
     assert cfg.seed == 123 and cfg.threads == 1 and torch.get_num_threads() == 1
     assert "seed=123" in str(cfg) and "device=" in str(cfg)
+    assert f"CPU kernels {torch.backends.cpu.get_cpu_capability()}" in str(cfg)
     assert f"torch {torch.__version__}" in str(cfg) and f"numpy {np.__version__}" in str(cfg)
     config.set_threads()
     assert torch.get_num_threads() == config.DEFAULT_THREADS
