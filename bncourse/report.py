@@ -60,7 +60,7 @@ def _current_cell() -> int | None:
 
 def _cell_text(text: str) -> str:
     """``text`` safe inside a Markdown table cell (no line breaks, pipes escaped)."""
-    return " ".join(text.split()).replace("|", "\\|")
+    return " ".join(text.split()).replace("\\|", "|").replace("|", "\\|")
 
 
 class Claims:
@@ -79,7 +79,7 @@ class Claims:
 
         Raises:
             TypeError: ``claim`` or ``computed`` is not a string, or ``cell`` not an int or ``None``.
-            ValueError: ``claim`` or ``computed`` is empty.
+            ValueError: ``claim`` or ``computed`` is empty, or ``cell`` < 1.
         """
         for name, value in (("claim", claim), ("computed", computed)):
             if not isinstance(value, str):
@@ -88,6 +88,8 @@ class Claims:
                 raise ValueError(f"{name} must not be empty")
         if cell is not None and (isinstance(cell, bool) or not isinstance(cell, int)):
             raise TypeError(f"cell must be an int or None, got {type(cell).__name__}")
+        if cell is not None and cell < 1:
+            raise ValueError(f"cell must be an execution count >= 1 (as in In [1]), got {cell}")
         self._rows.append(Claim(claim, computed, cell if cell is not None else _current_cell()))
 
     @property
@@ -164,15 +166,21 @@ class Comparison:
 
 
 def _scores(name: str, values: object) -> list[float]:
+    if hasattr(values, "tolist") and not isinstance(values, (str, bytes)):   # a NumPy array or a torch tensor
+        values = values.tolist()
     if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
         raise TypeError(f"{name} must be a sequence of numbers (one per seed), got {type(values).__name__}")
     out = []
     for i, v in enumerate(values):
         if isinstance(v, bool) or not isinstance(v, Real):
             raise TypeError(f"{name}[{i}] must be a number, got {type(v).__name__} {v!r}")
+        try:
+            v = float(v)
+        except OverflowError:
+            raise ValueError(f"{name}[{i}] is too large for a float ({len(str(v))} digits)") from None
         if not math.isfinite(v):
             raise ValueError(f"{name}[{i}] is {v!r}: a diverged run has no score to compare; report it as diverged")
-        out.append(float(v))
+        out.append(v)
     if not out:
         raise ValueError(f"{name} must hold one value per seed, got an empty sequence")
     return out
@@ -206,21 +214,29 @@ def compare(
     xs, ys = _scores("a", a), _scores("b", b)
     if len(xs) != len(ys):
         raise ValueError(f"a and b must hold one score per seed each, paired by seed: got {len(xs)} and {len(ys)}")
-    if (not isinstance(labels, tuple) or len(labels) != 2 or not all(isinstance(x, str) and x for x in labels)
-            or labels[0] == labels[1]):
-        raise TypeError(f"labels must be a tuple of two different non-empty strings, got {labels!r}")
-    if not isinstance(metric, str) or not metric:
-        raise TypeError(f"metric must be a non-empty str, got {metric!r}")
+    if not isinstance(labels, tuple) or len(labels) != 2 or not all(isinstance(x, str) for x in labels):
+        raise TypeError(f"labels must be a tuple of two strings, got {labels!r}")
+    if not all(x.strip() for x in labels) or labels[0] == labels[1]:
+        raise ValueError(f"labels must be two different non-blank names, got {labels!r}")
+    if not isinstance(metric, str) or not metric.strip():
+        raise TypeError(f"metric must be a non-blank str, got {metric!r}")
     if not isinstance(higher_is_better, bool):
         raise TypeError(f"higher_is_better must be True or False, got {type(higher_is_better).__name__} {higher_is_better!r}")
-    if isinstance(min_effect, bool) or not isinstance(min_effect, Real) or not math.isfinite(min_effect) or min_effect < 0:
+    if isinstance(min_effect, bool) or not isinstance(min_effect, Real):
+        raise TypeError(f"min_effect must be a number >= 0, got {type(min_effect).__name__} {min_effect!r}")
+    if not math.isfinite(float(min_effect)) or min_effect < 0:
         raise ValueError(f"min_effect must be a finite number >= 0, got {min_effect!r}")
     if len(xs) == 1 and min_effect == 0:
         raise ValueError("one seed has no seed spread to compare with: give min_effect, the smallest difference worth a claim")
     sign = 1.0 if higher_is_better else -1.0
     diffs = tuple(sign * (x - y) for x, y in zip(xs, ys))
-    mean = statistics.fmean(diffs)
-    spread = statistics.stdev(diffs) if len(diffs) > 1 else math.nan
+    try:
+        mean = statistics.fmean(diffs)
+        spread = statistics.stdev(diffs) if len(diffs) > 1 else math.nan
+    except (OverflowError, AttributeError):   # statistics' exact arithmetic on differences beyond float range
+        mean = math.inf
+    if not math.isfinite(mean) or not all(math.isfinite(d) for d in diffs):
+        raise ValueError("the scores' differences overflow a float: compare scores of a sensible size")
     noise = max(min_effect, spread if len(diffs) > 1 else 0.0)
     ahead = None
     if all(d > 0 for d in diffs) and mean > noise:

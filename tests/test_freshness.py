@@ -77,6 +77,33 @@ def test_solution_mode_output_is_caught(fresh_copy, tmp_path, text):
     assert len(found) == 1 and "solution-mode output" in found[0]
 
 
+def test_a_cell_printing_two_sources_or_more_is_fresh_when_each_is_current(tmp_path):
+    source = "print('the math:')\nprint(inspect.getsource(report.compare))\nprint(inspect.getsource(report.Claims.add))"
+    import inspect
+    from bncourse import report
+    out = "the math:\n" + inspect.getsource(report.compare) + "\n" + inspect.getsource(report.Claims.add) + "\n"
+    cells = [nbformat.v4.new_code_cell("import inspect\nfrom bncourse import report"),
+             nbformat.v4.new_code_cell(source, outputs=[nbformat.v4.new_output("stream", name="stdout", text=out)])]
+    nb = nbformat.v4.new_notebook(cells=cells)
+    for cell in nb.cells:
+        cell.metadata["bncourse"] = {"source_sha256": tool.source_hash(cell.source)}
+    assert tool.problems(_write(nb, tmp_path)) == []
+    cells[1].outputs[0]["text"] = out.replace("def add", "def  add")
+    found = tool.problems(_write(nb, tmp_path))
+    assert len(found) == 1 and "report.Claims.add differs" in found[0]
+
+
+def test_a_name_that_cannot_be_resolved_is_a_problem_not_a_crash(tmp_path):
+    cells = [nbformat.v4.new_code_cell("import inspect"),
+             nbformat.v4.new_code_cell("print(inspect.getsource(helper))")]
+    nb = nbformat.v4.new_notebook(cells=cells)
+    for cell in nb.cells:
+        cell.metadata["bncourse"] = "not a record"
+    found = tool.problems(str(_write(nb, tmp_path)))
+    assert sum("no recorded source hash" in f for f in found) == 2
+    assert any("cannot read the source of helper (NameError" in f for f in found)
+
+
 def test_printed_source_that_is_no_longer_current_is_caught(fresh_copy, tmp_path):
     cell = next(c for c in fresh_copy.cells if c.cell_type == "code" and tool.GETSOURCE.search(c.source))
     out = next(o for o in cell.outputs if o.get("name") == "stdout")
@@ -91,7 +118,12 @@ def test_printed_source_that_is_no_longer_current_is_caught(fresh_copy, tmp_path
     (" 3/3 [00:10<00:00,  3.41s/epoch]", " 3/3 "),
     (" 0/5 [00:00<?, ?it/s]", " 0/5 "),
     ("100%|##| 5/5 [01:02:03<00:00, 12.4it/s]", "100%|##| 5/5 "),
+    ("7it [00:37,  5.29s/it, train_loss=0.25]", "7it [train_loss=0.25]"),
     ("PyTorch scratch: 100%", "PyTorch scratch: 100%"),
+    # labels and postfixes that look like rates are left alone
+    ("BN 3/s: 100%", "BN 3/s: 100%"),
+    ("runs [8, 4] bs=32/seed", "runs [8, 4] bs=32/seed"),
+    (" 2/2 [00:01<00:00,  1.2s/run, lr=1e-3/s, note=10s/epoch budget]", " 2/2 [lr=1e-3/s, note=10s/epoch budget]"),
 ])
 def test_progress_bars_keep_no_timings(text, expected):
     assert tool.strip_timings(text) == expected

@@ -25,6 +25,10 @@ def test_claims_reject_bad_rows():
         claims.add("a claim", " ")
     with pytest.raises(TypeError, match="cell"):
         claims.add("a claim", "1", cell="4")
+    for bad in (0, -5):
+        with pytest.raises(ValueError, match=r"cell must be an execution count >= 1 .*got " + str(bad)):
+            claims.add("a claim", "1", cell=bad)
+    assert len(claims) == 0
 
 
 def test_claims_name_the_running_cell_in_a_notebook(monkeypatch):
@@ -86,10 +90,31 @@ def test_compare_rejects_bad_scores(a, b, error, match):
         report.compare(a, b)
 
 
+def test_compare_takes_arrays_and_tensors():
+    import numpy as np
+    import torch
+    cmp = report.compare(np.array([0.9, 0.91, 0.92]), torch.tensor([0.8, 0.8, 0.81]), labels=("BN", "plain"))
+    assert cmp.ahead == "BN" and cmp.seeds == 3
+
+
+def test_claims_keep_an_escaped_pipe_a_single_escaped_pipe():
+    claims = report.Claims()
+    claims.add(r"norm $\|W\|$ or a|b", "1", cell=1)
+    assert r"| norm $\|W\|$ or a\|b | 1 | In [1] |" in claims.markdown()
+
+
 def test_compare_rejects_bad_options_and_leaves_inputs_alone():
     a, b = [0.9, 0.8], [0.7, 0.6]
-    with pytest.raises(TypeError, match="labels"):
+    with pytest.raises(ValueError, match="labels"):
         report.compare(a, b, labels=("same", "same"))
+    with pytest.raises(ValueError, match="labels"):
+        report.compare(a, b, labels=(" ", "plain"))
+    with pytest.raises(TypeError, match="labels"):
+        report.compare(a, b, labels=["x", "y"])
+    with pytest.raises(TypeError, match="min_effect"):
+        report.compare(a, b, min_effect="0.1")
+    with pytest.raises(ValueError, match="overflow"):
+        report.compare([1.7e308] * 3, [-1.7e308] * 3)
     with pytest.raises(ValueError, match="min_effect"):
         report.compare(a, b, min_effect=-1)
     with pytest.raises(TypeError, match="higher_is_better"):

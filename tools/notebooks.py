@@ -37,10 +37,13 @@ KEY = "bncourse"
 #: committed notebook, executed in learner mode, shows neither.
 SOLUTION_MODE = (re.compile(r"using the reference solution \(BNCOURSE_EXERCISE_SOLUTIONS"),
                  re.compile(r"✔ Exercise \d+ .*Correct"))
-GETSOURCE = re.compile(r"^print\(inspect\.getsource\(([\w.]+)\)\)", re.MULTILINE)
-#: Per-run timings inside a tqdm bar's text: "[00:37<00:00,  3.75s/epoch, " and the like.
-_ELAPSED = re.compile(r"\d+:\d\d(?::\d\d)?(?:&lt;|<)(?:\d+:\d\d(?::\d\d)?|\?)")
-_RATE = re.compile(r"[\s\u2007]*(?:\?|[\d.]+)(?:s/|[a-zA-Z]*/s)[a-zA-Z]*")
+GETSOURCE = re.compile(r"^\s*print\(inspect\.getsource\(([\w.]+)\)", re.MULTILINE)
+#: A tqdm bar's bracket: "[elapsed<remaining, rate, postfix]" or "[elapsed, rate, postfix]" (no total). The
+#: elapsed and remaining times and the rate differ on every run; the postfix (train_loss=...) does not.
+_SEP = r"[\s\u2007]*"
+_TIME = r"(?:\d+:)?\d+:\d\d"
+_BAR = re.compile(r"\[" + _TIME + r"(?:(?:&lt;|<)(?:" + _TIME + r"|\?))?," + _SEP + r"(?:\?|[\d.]+)[^\s\u2007,\]]*"
+                  + r"(?:," + _SEP + r"(?P<postfix>[^\]]*))?\]")
 
 
 def source_hash(source: str) -> str:
@@ -61,10 +64,15 @@ def notebook_paths(selection: list[str] | None = None) -> list[Path]:
 
 
 def strip_timings(text: str) -> str:
-    """``text`` of a progress bar without elapsed times and rates (what stays: label, percentage, counts, postfix)."""
-    text = _ELAPSED.sub("", text)
-    text = _RATE.sub("", text)
-    return re.sub(r"\[[\s\u2007,]*", "[", re.sub(r"[\s\u2007,]*\]", "]", text)).replace("[]", "")
+    """``text`` of a progress bar without elapsed time, remaining time and rate; label, counts and postfix stay.
+
+    Only a bracket that starts the way tqdm's does (``[00:37<00:00, 3.75s/epoch, ...]``) is touched.
+    """
+    def keep_postfix(match: re.Match) -> str:
+        postfix = match.group("postfix")
+        return f"[{postfix}]" if postfix else ""
+
+    return _BAR.sub(keep_postfix, text)
 
 
 def _strip_widget_timings(nb: nbformat.NotebookNode) -> None:
@@ -134,11 +142,13 @@ def problems(path: Path, check_printed_source: bool = True) -> list[str]:
     * output that only solution mode prints (the reference solution used, an exercise marked correct);
     * a cell that prints ``inspect.getsource(x)`` showing text other than ``x``'s current source.
     """
+    path = Path(path)
     nb = nbformat.read(path, as_version=4)
     found = []
     code = [c for c in nb.cells if c.cell_type == "code"]
     for n, cell in enumerate(code, 1):
-        recorded = cell.metadata.get(KEY, {}).get("source_sha256")
+        record = cell.metadata.get(KEY)
+        recorded = record.get("source_sha256") if isinstance(record, dict) else None
         if recorded is None:
             found.append(f"{path.name} code cell {n}: no recorded source hash (execute it with make notebooks NB={path.name[:2]})")
         elif recorded != source_hash(cell.source):
@@ -148,11 +158,21 @@ def problems(path: Path, check_printed_source: bool = True) -> list[str]:
             if pattern.search(text):
                 found.append(f"{path.name} code cell {n}: solution-mode output ({pattern.pattern!r}): execute in learner mode")
     if check_printed_source and any(GETSOURCE.search(c.source) for c in code):
-        namespace = _setup_namespace(nb)
+        try:
+            namespace = _setup_namespace(nb)
+        except Exception as error:  # the setup cell's imports must run for the names to be resolved
+            return found + [f"{path.name}: the setup cell's imports fail ({type(error).__name__}: {error}), "
+                            "so printed source cannot be checked"]
         for n, cell in enumerate(code, 1):
+            printed = _stdout(cell)
             for name in GETSOURCE.findall(cell.source):
-                obj = eval(name, namespace)   # a dotted name from the setup cell's imports
-                if not _stdout(cell).startswith(inspect.getsource(obj)):
+                try:
+                    current = inspect.getsource(eval(name, namespace))   # a dotted name from the setup cell's imports
+                except Exception as error:
+                    found.append(f"{path.name} code cell {n}: cannot read the source of {name} "
+                                 f"({type(error).__name__}: {error})")
+                    continue
+                if current not in printed:
                     found.append(f"{path.name} code cell {n}: printed source of {name} differs from the current source")
     return found
 
