@@ -30,7 +30,9 @@ import copy
 import inspect
 import math
 import os
+import signal
 import textwrap
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
@@ -122,6 +124,38 @@ class _Unanswered(Exception):
     """Raised inside a check when the learner's function still returns the placeholder."""
 
 
+#: Seconds one ``check()`` may run before it is stopped, so that a learner's function that never returns
+#: gets an answer instead of a hung kernel. Every reference solution is checked in a few seconds.
+CHECK_TIME_LIMIT = 120.0
+
+
+class _TimedOut(BaseException):
+    """Raised by the time limit inside the learner's code (a BaseException: ``except Exception`` can't swallow it)."""
+
+
+class _TimeLimit:
+    """Stop the code inside after ``seconds`` (SIGALRM; in the main thread of a POSIX process, else no limit)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.active = False
+
+    def _expire(self, signum: int, frame: object) -> None:
+        raise _TimedOut
+
+    def __enter__(self) -> "_TimeLimit":
+        self.active = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+        if self.active:
+            self.previous = signal.signal(signal.SIGALRM, self._expire)
+            signal.setitimer(signal.ITIMER_REAL, self.seconds)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.active:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self.previous)
+
+
 def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a.detach().double() - b.detach().double()).abs().max().item()
 
@@ -199,9 +233,15 @@ class Exercise:
                 raise _Unanswered
             if not callable(answer):
                 raise _Wrong(f"expected a function, got {type(answer).__name__} {answer!r}")
-            with torch.random.fork_rng(devices=[]):      # the checks leave the learner's random state alone
+            with torch.random.fork_rng(devices=[]), _TimeLimit(CHECK_TIME_LIMIT):   # the learner's random state is left alone
                 message = self._verify(answer)
             result = CheckResult(self.name, True, message)
+        except _TimedOut:
+            result = CheckResult(self.name, False, f"your function did not return within {CHECK_TIME_LIMIT:g} s, so the "
+                                 "check stopped it: look for a loop that never ends (or a wait that never ends).")
+        except SystemExit as stop:
+            result = CheckResult(self.name, False, f"your function called sys.exit({stop.code!r}) (or exit()/quit()): "
+                                 "a function returns its answer, it does not end the program.")
         except _Unanswered:
             result = CheckResult(self.name, False, "replace the ____ placeholder with your code, then check again.", answered=False)
         except _Wrong as wrong:
