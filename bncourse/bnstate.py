@@ -38,7 +38,6 @@ __all__ = [
 
 import copy
 import math
-import types
 from typing import Iterable, Iterator, Sequence
 
 import torch
@@ -86,6 +85,21 @@ def _stay_in_eval(self: nn.Module, mode: bool = True) -> nn.Module:
     return nn.Module.train(self, False)
 
 
+class _StayInEval:
+    """The ``train`` that :func:`freeze_bn` puts on a frozen layer: :func:`_stay_in_eval` bound to it.
+
+    A class at module level rather than a bound method, so that a frozen model survives ``torch.save(model)``
+    / ``torch.load`` and ``pickle`` whole (a bound method of a plain function pickles as a lookup of the
+    function's name on the layer, which fails when the layer is loaded) and ``copy.deepcopy``.
+    """
+
+    def __init__(self, layer: nn.Module) -> None:
+        self.layer = layer
+
+    def __call__(self, mode: bool = True) -> nn.Module:
+        return _stay_in_eval(self.layer, mode)
+
+
 def freeze_bn(model: nn.Module) -> nn.Module:
     """Freeze every BN layer of ``model`` in place: eval mode that survives ``model.train()``, γ and β fixed.
 
@@ -111,7 +125,7 @@ def freeze_bn(model: nn.Module) -> nn.Module:
             raise ValueError(f"{bn} keeps no running statistics (track_running_stats=False): it cannot be frozen")
         for p in bn.parameters(recurse=False):
             p.requires_grad_(False)
-        bn.train = types.MethodType(_stay_in_eval, bn)  # instance attribute: wins over nn.Module.train
+        bn.train = _StayInEval(bn)  # instance attribute: wins over nn.Module.train; picklable
         setattr(bn, _FROZEN, True)
         bn.train()
     return model
@@ -212,6 +226,12 @@ def statistics_shift(before: Sequence[tuple[torch.Tensor, torch.Tensor]],
     ``var_ratio`` the mean over channels of ``|log(σ²_after / σ²_before)|`` turned back into a factor
     (``exp`` of it: 1 means unchanged, 2 means off by a factor of two either way).
     """
+    for name, value in (("before", before), ("after", after)):
+        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or not all(
+                isinstance(pair, (tuple, list)) and len(pair) == 2 and all(isinstance(t, torch.Tensor) for t in pair)
+                for pair in value):
+            raise TypeError(f"{name} must be a list of (running_mean, running_var) tensor pairs, as running_statistics("
+                            f"model) returns, got {type(value).__name__} {value!r:.80}")
     if len(before) != len(after) or not before:
         raise ValueError(f"before and after must list the same, non-zero number of layers, got {len(before)} and {len(after)}")
     rows = []
@@ -246,6 +266,11 @@ def reestimate_bn(model: nn.Module, batches: Iterable, max_batches: int | None =
     Raises:
         TypeError: ``model`` is not an ``nn.Module`` or a batch is not a tensor or an ``(x, ...)`` pair.
         ValueError: no BN layer with running statistics, ``max_batches`` < 1, or no batch at all.
+
+    On any failure (these errors, or one raised by the model's forward pass) every layer's running
+    statistics, momentum and mode are put back as they were. The course's own BN variants
+    (``distributed.GhostBatchNorm`` and ``distributed.SyncBatchNorm``, from the converters) accept the
+    cumulative average too.
     """
     _check_model(model)
     if max_batches is not None:
@@ -255,10 +280,16 @@ def reestimate_bn(model: nn.Module, batches: Iterable, max_batches: int | None =
         raise ValueError(f"model ({type(model).__name__}) has no batch-norm layer whose statistics could be re-estimated")
     if any(bn.running_mean is None for bn in layers):
         raise ValueError("a batch-norm layer keeps no running statistics (track_running_stats=False)")
+    if isinstance(batches, (str, bytes, torch.Tensor)) or not hasattr(batches, "__iter__"):
+        raise TypeError(f"batches must be an iterable of input tensors or of (x, y) pairs (e.g. data.batches(256)), "
+                        f"got {type(batches).__name__}")
     modes = {m: m.training for m in model.modules()}
     momenta = {bn: bn.momentum for bn in layers}
+    saved = [{name: buf.detach().clone() for name, buf in bn.named_buffers(recurse=False) if buf is not None}
+             for bn in layers]
     device = layers[0].running_mean.device
     seen = 0
+    done = False
     try:
         for m in model.modules():
             m.training = False
@@ -275,13 +306,20 @@ def reestimate_bn(model: nn.Module, batches: Iterable, max_batches: int | None =
                 seen += 1
                 if max_batches is not None and seen == max_batches:
                     break
+        if seen == 0:
+            raise ValueError("batches yielded no batch: nothing to re-estimate the running statistics from "
+                             "(they are left as they were)")
+        done = True
     finally:
         for bn, momentum in momenta.items():
             bn.momentum = momentum
         for m, training in modes.items():
             m.training = training
-    if seen == 0:
-        raise ValueError("batches yielded no batch: the running statistics were reset and not re-estimated")
+        if not done:                    # a failure leaves the model as it was: the old statistics back
+            with torch.no_grad():
+                for bn, buffers in zip(layers, saved):
+                    for name, value in buffers.items():
+                        getattr(bn, name).copy_(value)
     return model
 
 
@@ -358,6 +396,9 @@ def dropout_mlp(sizes: Sequence[int] = (784, 256, 256, 10), p: float = 0.5, posi
     ``"after_bn"``: ``Linear → BN → ReLU`` in every hidden layer and one dropout after the last one,
     before the output layer: no BN follows a dropout.
     """
+    if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence):
+        raise TypeError(f"sizes must be a list or tuple of at least three positive ints (input, hidden..., output), "
+                        f"got {type(sizes).__name__} {sizes!r}")
     sizes = tuple(sizes)
     if len(sizes) < 3 or not all(isinstance(s, int) and s > 0 for s in sizes):
         raise ValueError(f"sizes must be at least three positive ints (input, hidden..., output), got {sizes!r}")

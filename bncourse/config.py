@@ -10,10 +10,11 @@ import os
 import random
 import sys
 from dataclasses import dataclass
-from numbers import Integral
 
 import numpy as np
 import torch
+
+from . import checks
 
 #: Threads used by torch on the CPU unless told otherwise: every core the process may use.
 DEFAULT_THREADS: int = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -70,16 +71,11 @@ def get_device(device: str | torch.device | None = None) -> torch.device:
 
     Raises:
         TypeError: if ``device`` is neither ``None``, a string nor a ``torch.device``.
-        ValueError: if a CUDA device is asked for on a machine without one.
+        ValueError: if a device is asked for that this machine does not have (CUDA, MPS) or that torch does not know.
     """
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if not isinstance(device, (str, torch.device)):
-        raise TypeError(f"device must be None, a string such as 'cpu' or a torch.device, got {type(device).__name__}")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {str(dev)!r} was requested but no CUDA GPU is available; use 'cpu' or None")
-    return dev
+    return checks.available_device("device", device)
 
 
 def set_threads(threads: int | None = None) -> int:
@@ -103,11 +99,7 @@ def seed_everything(seed: int) -> None:
     MXNet is seeded only if it has been imported already (``bncourse.gluon`` imports it): seeding never
     imports it, because importing MXNet changes the OpenMP thread count.
     """
-    if isinstance(seed, bool) or not isinstance(seed, Integral):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
-    seed = int(seed)
+    seed = checks.seed("seed", seed, upper=checks.TORCH_SEEDS[1])   # checked before any generator is seeded
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

@@ -17,10 +17,12 @@ changes on disk is checked again on the next call, and so are the tensors cached
 
 torchvision's legacy ``processed/training.pt`` / ``test.pt`` caches are never read (a warning says
 they are ignored). No function here contacts the network, and none deletes or overwrites a file the
-user put there: archives are extracted next to themselves through a temporary ``<name>.part-*``
-file, created with the user's normal permissions (umask) and renamed into place only when complete.
-A temporary file is removed on every failure path; one left behind by a killed process is removed by
-the next extraction, under a lock that concurrent loaders share.
+user put there: archives are extracted next to themselves through a temporary
+``<name>.bncourse-tmp-<32 hex digits>`` file, created with the user's normal permissions (umask) and
+renamed into place only when complete. A temporary file is removed on every failure path; one left behind
+by a killed process is removed by the next extraction, under a lock that concurrent loaders share. Only
+files whose whole name has exactly that form are ever removed (a ``<name>.part-aa`` of ``split`` or a
+``<name>.part-notes.txt`` is the user's and is never touched).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import errno
 import gzip
 import hashlib
 import os
+import re
 import secrets
 import shutil
 import threading
@@ -42,7 +45,8 @@ from typing import Callable, Iterator
 import torch
 from torchvision import datasets
 
-from .checks import flag, positive_int
+from .checks import TORCH_SEEDS, flag, positive_int
+from .checks import seed as seed_check
 
 try:  # POSIX; elsewhere extraction runs without the cross-process lock
     import fcntl
@@ -99,8 +103,10 @@ _EXTRACTED: dict[str, dict[str, tuple[int, str]]] = {
 
 _EXTRACTED_SIZES = {filename: size for files in _EXTRACTED.values() for filename, (size, _) in files.items()}
 
-#: Infix of the temporary files an extraction writes (``<extracted name>.part-<random>``).
-_PART = ".part-"
+#: Infix of the temporary files an extraction writes (``<extracted name>.bncourse-tmp-<32 hex digits>``):
+#: only a file whose whole name has this form is ever removed (see :func:`_is_own_part`).
+_PART = ".bncourse-tmp-"
+_PART_TOKEN_BYTES = 16
 
 _RESTORE_HINT = (
     "Restore it from the repository with `git checkout -- {path}` (the course commits the official "
@@ -268,7 +274,7 @@ def _check_extracted(target: Path, archive: Path, size: int, sha: str) -> _Signa
 def _exclusive(archive: Path) -> Iterator[bool]:
     """Hold an exclusive lock on ``archive`` (shared by every process extracting it); yields whether it is held.
 
-    The kernel releases the lock when its holder exits, even when killed, so a ``.part-*`` file found
+    The kernel releases the lock when its holder exits, even when killed, so a temporary file found
     while the lock is held belongs to no running extraction.
     """
     if fcntl is None:
@@ -286,13 +292,22 @@ def _exclusive(archive: Path) -> Iterator[bool]:
         os.close(fd)  # releases the lock
 
 
+def _part_name(target: Path) -> str:
+    """A fresh temporary name for ``target``: ``<name>.bncourse-tmp-<32 random hex digits>``."""
+    return target.name + _PART + secrets.token_hex(_PART_TOKEN_BYTES)
+
+
+def _is_own_part(filename: str, target: Path) -> bool:
+    """Whether ``filename`` is exactly a temporary name :func:`_part_name` makes for ``target`` (nothing else)."""
+    return re.fullmatch(re.escape(target.name + _PART) + f"[0-9a-f]{{{2 * _PART_TOKEN_BYTES}}}", filename) is not None
+
+
 def _stale_parts(target: Path) -> list[Path]:
     try:
         entries = list(os.scandir(target.parent))
     except OSError:
         return []
-    prefix = target.name + _PART
-    return [Path(e.path) for e in entries if e.name.startswith(prefix) and e.is_file(follow_symlinks=False)]
+    return [Path(e.path) for e in entries if _is_own_part(e.name, target) and e.is_file(follow_symlinks=False)]
 
 
 def _remove_stale_parts(target: Path) -> None:
@@ -322,7 +337,7 @@ def _create_part(target: Path) -> tuple[int, Path]:
     """A new temporary file next to ``target``, opened for writing, with the umask's permissions."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
     while True:
-        tmp = target.with_name(target.name + _PART + secrets.token_hex(4))
+        tmp = target.with_name(_part_name(target))
         try:
             return os.open(tmp, flags, 0o666), tmp
         except FileExistsError:
@@ -500,8 +515,7 @@ def holdout_rows(size: int, validation: object, seed: object = 0) -> tuple[torch
     """
     if isinstance(validation, bool) or not isinstance(validation, Integral) or not 1 <= validation < size:
         raise ValueError(f"validation must be an int between 1 and {size - 1}, got {type(validation).__name__} {validation!r}")
-    if isinstance(seed, bool) or not isinstance(seed, Integral):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
+    seed_check("seed", seed, upper=TORCH_SEEDS[1], lower=TORCH_SEEDS[0])
     order = torch.randperm(size, generator=torch.Generator().manual_seed(int(seed)))
     return order[: size - int(validation)].sort().values, order[size - int(validation):].sort().values
 
@@ -623,6 +637,8 @@ class Batches:
         flag("drop_last", drop_last)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0):
             raise TypeError(f"seed must be an int >= 0 or None, got {type(seed).__name__} {seed!r}")
+        if seed is not None:
+            seed_check("seed", seed, upper=TORCH_SEEDS[1])
         if x.shape[0] == 0:
             raise ValueError("cannot make batches of an empty dataset")
         self.x, self.y = x, y

@@ -27,6 +27,7 @@ __all__ = [
 
 import copy
 import datetime
+import math
 import os
 import pickle
 import socket
@@ -44,7 +45,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .checks import positive_int
+from .checks import TORCH_SEEDS, positive_finite, positive_int, probability
+from .checks import seed as seed_check
 
 
 # ---------------------------------------------------------------------------------------------
@@ -283,12 +285,46 @@ def sync_batch_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
     Updates ``running_mean`` / ``running_var`` in place (if given) with the global mean and the unbiased
     global variance, identically on every rank. Ranks may hold different batch sizes.
     """
-    if not isinstance(x, torch.Tensor) or x.dim() < 2:
-        raise ValueError(f"x must be a tensor of shape (N, C, ...), got {getattr(x, 'shape', type(x).__name__)}")
-    if method not in COMBINE_METHODS:
-        raise ValueError(f"method must be one of {COMBINE_METHODS}, got {method!r}")
+    _check_sync_args(x, weight, bias, running_mean, running_var, eps, momentum, method, group)
     return SyncBatchNormFunction.apply(x, weight, bias, running_mean, running_var, float(eps), float(momentum),
                                        method, group)
+
+
+def _world_size(group: Any) -> int | None:
+    """The number of processes of ``group``, or ``None`` without an initialized process group."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(group)
+    return None
+
+
+def _check_sync_args(x: object, weight: object, bias: object, running_mean: object, running_var: object,
+                     eps: object, momentum: object, method: object, group: Any) -> None:
+    """The checks of :func:`sync_batch_norm`, all made before anything (a running statistic) is changed."""
+    if not isinstance(x, torch.Tensor) or x.dim() < 2:
+        raise ValueError(f"x must be a tensor of shape (N, C, ...), got {getattr(x, 'shape', type(x).__name__)}")
+    channels = x.shape[1]
+    for name, value in (("weight", weight), ("bias", bias)):
+        if not isinstance(value, torch.Tensor) or value.shape != (channels,):
+            raise TypeError(f"{name} must be a tensor of shape ({channels},) (sync BN is affine: pass torch.ones/"
+                            f"torch.zeros for no scale/shift), got {getattr(value, 'shape', type(value).__name__)}")
+    if (running_mean is None) != (running_var is None):
+        raise TypeError("running_mean and running_var must both be tensors or both be None, got "
+                        f"{type(running_mean).__name__} and {type(running_var).__name__}")
+    for name, value in (("running_mean", running_mean), ("running_var", running_var)):
+        if value is not None and (not isinstance(value, torch.Tensor) or value.shape != (channels,)):
+            raise TypeError(f"{name} must be None or a tensor of shape ({channels},), "
+                            f"got {getattr(value, 'shape', type(value).__name__)}")
+    positive_finite("eps", eps)
+    probability("momentum", momentum)
+    if method not in COMBINE_METHODS:
+        raise ValueError(f"method must be one of {COMBINE_METHODS}, got {method!r}")
+    if x.shape[0] == 0:
+        raise ValueError(f"x holds no example (shape {tuple(x.shape)}): every rank must hold at least one")
+    world = _world_size(group)
+    if (world is None or world == 1) and x.numel() // max(channels, 1) < 2:
+        raise ValueError(f"Expected more than 1 value per channel when training, got input of shape {tuple(x.shape)} "
+                         f"and {'no process group' if world is None else 'a process group of one process'}: the "
+                         "global batch is this one, and BN cannot normalize one value per channel")
 
 
 class _AnyRankBatchNorm(_BatchNorm):
@@ -308,14 +344,21 @@ class _AnyRankBatchNorm(_BatchNorm):
     def _eval_forward(self, input: torch.Tensor) -> torch.Tensor:
         return F.batch_norm(input, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
 
+    def _average_factor(self) -> float:
+        """The weight of this batch in the running statistics: ``momentum``, or with ``momentum=None``
+        (PyTorch's cumulative average, as :func:`bncourse.bnstate.reestimate_bn` sets) ``1 / batches seen``."""
+        if self.momentum is None:
+            return 1.0 / float(self.num_batches_tracked)
+        return float(self.momentum)
+
 
 class SyncBatchNorm(_AnyRankBatchNorm):
     """Scratch sync BN, a drop-in for ``nn.BatchNorm1d/2d/3d`` (same parameters and buffers) that normalizes
     with the global batch's statistics in training mode and with the running statistics in eval mode.
 
     Args:
-        num_features, eps, momentum, affine, track_running_stats: as for ``nn.BatchNorm2d`` (``momentum``
-            must be a number; ``affine`` and ``track_running_stats`` must be True).
+        num_features, eps, momentum, affine, track_running_stats: as for ``nn.BatchNorm2d`` (``momentum`` a
+            number in [0, 1] or ``None``, the cumulative average; ``affine`` and ``track_running_stats`` must be True).
         method: ``"chan"`` (default, robust to large offsets) or ``"sums"``; see :func:`global_statistics`.
         group: the process group (default: the whole world).
     """
@@ -323,9 +366,11 @@ class SyncBatchNorm(_AnyRankBatchNorm):
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True,
                  track_running_stats: bool = True, method: str = "chan", group: Any = None,
                  device: Any = None, dtype: Any = None) -> None:
-        if not affine or not track_running_stats or momentum is None:
-            raise ValueError("SyncBatchNorm supports affine=True, track_running_stats=True and a numeric momentum, got "
-                             f"affine={affine}, track_running_stats={track_running_stats}, momentum={momentum}")
+        if affine is not True or track_running_stats is not True:
+            raise ValueError("SyncBatchNorm supports affine=True and track_running_stats=True only, got "
+                             f"affine={affine!r}, track_running_stats={track_running_stats!r}")
+        if momentum is not None:
+            probability("momentum", momentum)
         if method not in COMBINE_METHODS:
             raise ValueError(f"method must be one of {COMBINE_METHODS}, got {method!r}")
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device=device, dtype=dtype)
@@ -333,17 +378,55 @@ class SyncBatchNorm(_AnyRankBatchNorm):
         self.group = group
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if self.training:                                   # every check before any buffer changes
+            self._check_input_dim(input)
+            _check_sync_args(input, self.weight, self.bias, self.running_mean, self.running_var, self.eps,
+                             0.0 if self.momentum is None else self.momentum, self.method, self.group)
         if not self._training_step(input):
             return self._eval_forward(input)
         return sync_batch_norm(input, self.weight, self.bias, self.running_mean, self.running_var, self.eps,
-                               self.momentum, self.method, self.group)
+                               self._average_factor(), self.method, self.group)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", method={self.method!r}"
 
 
+def _convertible(module: nn.Module) -> bool:
+    """Whether :func:`_replace_batchnorms` replaces ``module``: torch's BatchNorm1d/2d/3d and the course's scratch
+    :class:`bncourse.layers.BatchNorm` (a drop-in for them, with the same parameters and buffers)."""
+    from .layers import BatchNorm as ScratchBatchNorm
+
+    return type(module) in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, ScratchBatchNorm)
+
+
+def _check_convertible(model: nn.Module, target: type, what: str, keep: Callable[[nn.Module], bool]) -> None:
+    """Refuse, before copying anything, a model the converter would convert only in part (or not at all).
+
+    Every layer that normalizes with batch statistics must be one :func:`_replace_batchnorms` replaces (and
+    affine, with running statistics) or one ``keep`` accepts as it is; at least one must be there.
+    """
+    from .layers import BatchNorm as ScratchBatchNorm
+
+    found = 0
+    for name, m in model.named_modules():
+        if _convertible(m):
+            if m.weight is None or m.bias is None or m.running_mean is None:
+                raise ValueError(f"{what} needs affine layers with running statistics (affine=True, bias=True, "
+                                 f"track_running_stats=True), got layer {name or '(the model itself)'!r}: {m}")
+            found += 1
+        elif isinstance(m, (_BatchNorm, ScratchBatchNorm)):
+            if not keep(m):
+                raise TypeError(f"{what} converts nn.BatchNorm1d/2d/3d and bncourse.layers.BatchNorm, but "
+                                f"layer {name or '(the model itself)'!r} is a {type(m).__name__}, which it cannot convert: converting "
+                                "the rest would leave a model that is only partly "
+                                f"{target.__name__}. Convert from the model with plain BN layers")
+            found += 1
+    if not found:
+        raise ValueError(f"{what}: {type(model).__name__} has no batch-norm layer to convert")
+
+
 def _replace_batchnorms(module: nn.Module, make: Callable[[_BatchNorm], nn.Module]) -> nn.Module:
-    if isinstance(module, _BatchNorm) and type(module) in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d):
+    if _convertible(module):
         new = make(module)
         with torch.no_grad():
             new.weight.copy_(module.weight)
@@ -359,10 +442,20 @@ def _replace_batchnorms(module: nn.Module, make: Callable[[_BatchNorm], nn.Modul
 
 
 def convert_sync_batchnorm(module: nn.Module, method: str = "chan", group: Any = None) -> nn.Module:
-    """A deep copy of ``module`` with every ``nn.BatchNorm1d/2d/3d`` replaced by the scratch :class:`SyncBatchNorm`
-    (parameters and buffers copied), like ``nn.SyncBatchNorm.convert_sync_batchnorm`` for PyTorch's layer."""
+    """A deep copy of ``module`` with every ``nn.BatchNorm1d/2d/3d`` and every scratch
+    :class:`bncourse.layers.BatchNorm` replaced by the scratch :class:`SyncBatchNorm` (parameters and buffers
+    copied), like ``nn.SyncBatchNorm.convert_sync_batchnorm`` for PyTorch's layer.
+
+    Raises:
+        TypeError: ``module`` is not an ``nn.Module``, or holds a batch-norm layer of another kind (e.g.
+            :class:`GhostBatchNorm`) that would stay unsynchronized; layers already :class:`SyncBatchNorm` stay.
+        ValueError: no batch-norm layer at all, a layer without γ/β or running statistics, or a bad ``method``.
+    """
     if not isinstance(module, nn.Module):
         raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
+    if method not in COMBINE_METHODS:
+        raise ValueError(f"method must be one of {COMBINE_METHODS}, got {method!r}")
+    _check_convertible(module, SyncBatchNorm, "convert_sync_batchnorm", lambda m: isinstance(m, SyncBatchNorm))
     return _replace_batchnorms(copy.deepcopy(module), lambda bn: SyncBatchNorm(
         bn.num_features, bn.eps, bn.momentum, method=method, group=group,
         device=bn.weight.device, dtype=bn.weight.dtype))
@@ -379,6 +472,11 @@ def _virtual_batches(x: torch.Tensor, virtual_batch_size: int) -> torch.Tensor:
     if x.shape[0] % virtual_batch_size:
         raise ValueError(f"the batch of {x.shape[0]} examples does not split into virtual batches of "
                          f"{virtual_batch_size}: use a batch size that is a multiple of it (e.g. drop_last=True)")
+    if x.shape[0] == 0 or virtual_batch_size * math.prod(x.shape[2:]) < 2:
+        raise ValueError(f"Expected more than 1 value per channel in each virtual batch when training, got virtual "
+                         f"batches of {virtual_batch_size} example(s) of shape {tuple(x.shape[1:])}: BN cannot "
+                         "normalize one value per channel (it would output β and a NaN variance). Use virtual "
+                         "batches of at least 2 examples")
     return x.reshape(x.shape[0] // virtual_batch_size, virtual_batch_size, *x.shape[1:])
 
 
@@ -404,15 +502,18 @@ class GhostBatchNorm(_AnyRankBatchNorm):
     the average of what replicas that each saw one virtual batch would hold. Eval mode uses the running statistics.
     """
 
-    def __init__(self, num_features: int, virtual_batch_size: int, eps: float = 1e-5, momentum: float = 0.1,
+    def __init__(self, num_features: int, virtual_batch_size: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  device: Any = None, dtype: Any = None) -> None:
         positive_int("virtual_batch_size", virtual_batch_size)
-        if momentum is None or not 0 <= momentum <= 1:
-            raise ValueError(f"momentum must be a number in [0, 1], got {momentum!r}")
+        if momentum is not None:                            # None: the cumulative average, as nn.BatchNorm
+            probability("momentum", momentum)
         super().__init__(num_features, eps, momentum, True, True, device=device, dtype=dtype)
         self.virtual_batch_size = virtual_batch_size
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self._check_input_dim(input)
+            _virtual_batches(input, self.virtual_batch_size)   # every check before any buffer changes
         if not self._training_step(input):
             return self._eval_forward(input)
         with torch.no_grad():
@@ -420,8 +521,9 @@ class GhostBatchNorm(_AnyRankBatchNorm):
             dims = [1] + list(range(3, groups.dim()))
             means = groups.mean(dims).mean(0)                     # average over the virtual batches
             variances = groups.var(dims, unbiased=True).mean(0)
-            self.running_mean.mul_(1 - self.momentum).add_(self.momentum * means)
-            self.running_var.mul_(1 - self.momentum).add_(self.momentum * variances)
+            factor = self._average_factor()
+            self.running_mean.mul_(1 - factor).add_(factor * means)
+            self.running_var.mul_(1 - factor).add_(factor * variances)
         return ghost_batch_norm(input, self.virtual_batch_size, self.weight, self.bias, self.eps)
 
     def extra_repr(self) -> str:
@@ -429,10 +531,22 @@ class GhostBatchNorm(_AnyRankBatchNorm):
 
 
 def convert_ghost_batchnorm(module: nn.Module, virtual_batch_size: int) -> nn.Module:
-    """A deep copy of ``module`` with every ``nn.BatchNorm1d/2d/3d`` replaced by :class:`GhostBatchNorm`."""
+    """A deep copy of ``module`` with every ``nn.BatchNorm1d/2d/3d`` and every scratch
+    :class:`bncourse.layers.BatchNorm` replaced by :class:`GhostBatchNorm` (parameters and buffers copied).
+
+    A virtual batch must hold more than one value per channel: with ``virtual_batch_size=1`` a layer on
+    (N, C) input (a dense layer's BN) raises in training, as ``nn.BatchNorm1d`` does on a batch of one.
+
+    Raises:
+        TypeError: ``module`` is not an ``nn.Module``, or holds a batch-norm layer of another kind (e.g.
+            :class:`SyncBatchNorm`, or :class:`GhostBatchNorm` of another virtual batch size).
+        ValueError: no batch-norm layer at all, a layer without γ/β or running statistics, or a bad size.
+    """
     if not isinstance(module, nn.Module):
         raise TypeError(f"module must be an nn.Module, got {type(module).__name__}")
     positive_int("virtual_batch_size", virtual_batch_size)
+    _check_convertible(module, GhostBatchNorm, "convert_ghost_batchnorm",
+                       lambda m: isinstance(m, GhostBatchNorm) and m.virtual_batch_size == virtual_batch_size)
     return _replace_batchnorms(copy.deepcopy(module), lambda bn: GhostBatchNorm(
         bn.num_features, virtual_batch_size, bn.eps, bn.momentum, device=bn.weight.device, dtype=bn.weight.dtype))
 
@@ -443,7 +557,8 @@ def sweep_replica_batch(train_data: Any, val_data: Any, global_batch: int, per_r
     (momentum 0.9) on batches of ``global_batch``, as data-parallel replicas of ``per_replica`` examples each
     would train them: ``"unsynchronized, b=<n>"`` with :class:`GhostBatchNorm` of virtual batch ``n`` (proven
     equal to unsynchronized replicas), ``"synchronized"`` with plain BN on the global batch (proven equal to
-    sync BN, whatever the split). Returns label -> seed -> accuracy.
+    sync BN, whatever the split). Returns label -> seed -> accuracy; an accuracy is NaN when the model's
+    validation logits were not finite (see :class:`bncourse.evaluate.Evaluation`).
     """
     from .evaluate import evaluate
     from .models import LeNet
@@ -451,9 +566,21 @@ def sweep_replica_batch(train_data: Any, val_data: Any, global_batch: int, per_r
 
     positive_int("global_batch", global_batch)
     positive_int("steps", steps)
+    if isinstance(per_replica, (str, bytes)) or not isinstance(per_replica, Sequence) or not per_replica:
+        raise TypeError(f"per_replica must be a non-empty list or tuple of ints, got {type(per_replica).__name__} "
+                        f"{per_replica!r}")
     for n in per_replica:
         if positive_int("per_replica batch", n) > global_batch or global_batch % n:
             raise ValueError(f"each per-replica batch must divide global_batch={global_batch}, got {n}")
+        if n == 1:
+            raise ValueError("a per-replica batch of 1 cannot be trained: LeNet's dense BN layers would normalize one "
+                             "value per channel (nn.BatchNorm1d raises on such a batch; ghost BN would output β and "
+                             "a NaN running variance), so unsynchronized replicas of one example have no BN to "
+                             "compare. Use per-replica batches of at least 2")
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence) or not seeds:
+        raise TypeError(f"seeds must be a non-empty list or tuple of ints, got {type(seeds).__name__} {seeds!r}")
+    for seed in seeds:
+        seed_check("every seed", seed, upper=TORCH_SEEDS[1])
     configs = {f"unsynchronized, b={n}": n for n in per_replica} | {"synchronized": None}
     results: dict[str, dict[int, float]] = {label: {} for label in configs}
     for seed in seeds:

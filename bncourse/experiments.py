@@ -81,8 +81,10 @@ class SweepPoint:
     Attributes:
         value: the swept setting (a learning rate, a batch size).
         train_loss: mean training loss at the end of the run (``inf`` when training diverged).
-        val_accuracy: accuracy on the validation data in eval mode (population statistics).
-        diverged: the loss became NaN or infinite.
+        val_accuracy: accuracy on the validation data in eval mode (population statistics); NaN when the
+            model's validation logits were not finite (see :class:`bncourse.evaluate.Evaluation`).
+        diverged: the loss became NaN or infinite, or the validation accuracy is NaN (a point made with a NaN
+            accuracy is marked diverged whatever ``diverged`` was given, so that plots and selections skip it).
         seconds: wall-clock time of the run.
         steps: optimizer steps taken.
     """
@@ -94,6 +96,10 @@ class SweepPoint:
     seconds: float
     steps: int
 
+    def __post_init__(self) -> None:
+        if isinstance(self.val_accuracy, float) and math.isnan(self.val_accuracy) and not self.diverged:
+            object.__setattr__(self, "diverged", True)      # non-finite logits: the model diverged
+
 
 def _check_common(make_model: object, train: object, val: object) -> None:
     if not callable(make_model):
@@ -101,6 +107,30 @@ def _check_common(make_model: object, train: object, val: object) -> None:
     for name, value in (("train", train), ("val", val)):
         if not isinstance(value, TensorData):
             raise TypeError(f"{name} must be a bncourse.data.TensorData, got {type(value).__name__}")
+
+def _positive_values(name: str, values: object, integers: bool = False) -> list:
+    """``values`` as a non-empty list of finite numbers > 0 (ints >= 1 when ``integers``), else a clear error."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise TypeError(f"{name} must be a list of numbers, e.g. [{values!r}], got {type(values).__name__} {values!r}")
+    values = list(values)
+    if not values:
+        raise ValueError(f"{name} must hold at least one value, got an empty list")
+    for v in values:
+        if integers:
+            positive_int(f"every value of {name}", v)
+        elif isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise ValueError(f"every value of {name} must be a finite number > 0, got {type(v).__name__} {v!r}")
+    return values
+
+
+def _fraction(name: str, value: object) -> float:
+    """``value`` as a float in (0, 1], else a clear error."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number in (0, 1], got {type(value).__name__} {value!r}")
+    if not 0 < value <= 1:
+        raise ValueError(f"{name} must be in (0, 1], got {value!r}")
+    return float(value)
+
 
 
 def _diverged_point(value: float, val: TensorData, seconds: float, steps: int) -> SweepPoint:
@@ -140,9 +170,7 @@ def sweep_learning_rates(
         One :class:`SweepPoint` per rate, in the order given; ``train_loss`` is the mean over the last epoch.
     """
     _check_common(make_model, train, val)
-    rates = list(rates)
-    if not rates or not all(isinstance(r, (int, float)) and not isinstance(r, bool) and r > 0 for r in rates):
-        raise ValueError(f"rates must be a non-empty sequence of positive numbers, got {rates!r}")
+    rates = _positive_values("rates", rates)
     positive_int("epochs", epochs)
     positive_int("batch_size", batch_size)
     device = get_device(device)
@@ -247,16 +275,11 @@ def sweep_batch_sizes(
         One :class:`SweepPoint` per batch size, in the order given.
     """
     _check_common(make_model, train, val)
-    batch_sizes = list(batch_sizes)
-    if not batch_sizes:
-        raise ValueError("batch_sizes must name at least one batch size")
-    for b in batch_sizes:
-        positive_int("every batch size", b)
+    batch_sizes = _positive_values("batch_sizes", batch_sizes, integers=True)
     positive_int("num_examples", num_examples)
     if not callable(lr):
         raise TypeError(f"lr must be a callable batch_size -> learning rate, got {type(lr).__name__}")
-    if not 0 < tail <= 1:
-        raise ValueError(f"tail must be in (0, 1], got {tail!r}")
+    _fraction("tail", tail)
     device = get_device(device)
     points = []
     for b in tqdm(batch_sizes, desc=desc or "batch sizes", disable=not progress):

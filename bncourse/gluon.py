@@ -56,7 +56,7 @@ from mxnet.gluon import nn  # noqa: E402
 # count it had, or the default when mxnet had already been imported by someone else and lowered it).
 config.set_threads(None if _MXNET_ALREADY_IMPORTED else _TORCH_THREADS_BEFORE)
 
-from .checks import examples, flag, positive_finite, positive_int  # noqa: E402
+from .checks import examples, flag, positive_finite, positive_int, probability  # noqa: E402
 from .data import TensorData, holdout_rows, load_tensors, subset_size  # noqa: E402
 from .evaluate import Evaluation  # noqa: E402
 from .train import EpochResult, History, LoopResult, StepOutput, loop_budget, run_epochs  # noqa: E402
@@ -263,6 +263,11 @@ def _check_batch_norm_args(x: object, gamma: object, beta: object, running_mean:
         _check_array(value, name)
     if x.ndim not in (2, 4):
         raise ValueError(f"x must be (N, C) or (N, C, H, W), got shape {x.shape}")
+    for value, name in ((x, "x"), (gamma, "gamma"), (beta, "beta"), (running_mean, "running_mean"), (running_var, "running_var")):
+        if onp.dtype(value.dtype) == onp.float16 and value.ctx.device_type == "cpu":
+            raise TypeError(f"{name} is float16 on the CPU, where MXNet's matrix products (which the scratch BN uses) "
+                            "support float32 and float64 only: use x.astype('float32') and net.cast('float32') "
+                            f"(or a GPU), got {name} of dtype float16 on {value.ctx}")
     channels = x.shape[1]
     for value, name in ((gamma, "gamma"), (beta, "beta"), (running_mean, "running_mean"), (running_var, "running_var")):
         if value.shape != (channels,):
@@ -337,8 +342,7 @@ class BatchNorm(nn.Block):
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.9, **kwargs) -> None:
         _require_np("the scratch BatchNorm block")
         positive_int("num_features", num_features)
-        if not 0.0 <= momentum <= 1.0:
-            raise ValueError(f"momentum must be in [0, 1] (weight of the old value), got {momentum}")
+        momentum = probability("momentum (Gluon's convention: the weight of the old moving value)", momentum)
         eps = positive_finite("eps", eps)
         super().__init__(**kwargs)
         self.num_features, self.eps, self.momentum = num_features, float(eps), float(momentum)
@@ -732,6 +736,10 @@ def evaluate(
         loss_fn: per-example loss; default softmax cross-entropy.
         mode: ``"eval"`` (prediction mode: moving statistics) or ``"batch"`` (batch statistics,
             moving statistics left untouched; see :func:`batch_statistics`).
+
+    Returns:
+        An :class:`bncourse.evaluate.Evaluation`; if any example's logits are not finite, its accuracy and
+        per-class accuracies are NaN and ``nonfinite`` counts those examples (the PyTorch side's rule).
     """
     _require_np("evaluate")
     if not isinstance(net, nn.Block):
@@ -742,14 +750,16 @@ def evaluate(
         raise ValueError(f"mode must be 'eval' or 'batch', got {mode!r}")
     loss_fn = loss_fn or _default_loss()
     context = batch_statistics(net) if mode == "batch" else contextlib.nullcontext()
-    losses, predictions = [], []
+    losses, predictions, finite = [], [], []
     with context:
         for start in range(0, x.shape[0], batch_size):
             logits = net(x[start : start + batch_size])  # outside record(): no graph is kept
             losses.append(loss_fn(logits, y[start : start + batch_size]))
             predictions.append(logits.argmax(axis=1))
+            finite.append(onp.isfinite(logits.asnumpy()).reshape(logits.shape[0], -1).all(axis=1))
         loss_all = np.concatenate(losses).asnumpy()
         pred = np.concatenate(predictions).asnumpy().astype("int64")
+    nonfinite = int((~onp.concatenate(finite)).sum())
     labels = y.asnumpy().astype("int64")
     num_classes = int(logits.shape[1])
     hit = pred == labels
@@ -759,6 +769,9 @@ def evaluate(
         count = int(members.sum())
         per_class.append(float(hit[members].sum()) / count if count else float("nan"))
     n = int(labels.shape[0])
+    if nonfinite:                                          # the rule of bncourse.evaluate.Evaluation
+        return Evaluation(loss=float(loss_all.mean()), accuracy=float("nan"),
+                          per_class_accuracy=(float("nan"),) * num_classes, num_examples=n, nonfinite=nonfinite)
     return Evaluation(loss=float(loss_all.mean()), accuracy=float(hit.sum()) / n, per_class_accuracy=tuple(per_class), num_examples=n)
 
 

@@ -93,6 +93,10 @@ class BatchNormFunction(torch.autograd.Function):
     ``apply(x, gamma, beta, eps)`` returns ``(y, mean, var)``; ``mean`` and ``var`` (biased, shape
     ``(C,)``) are not differentiable and serve the running statistics. ``gamma`` and ``beta`` may
     be ``None`` (no scale, no shift). Only first derivatives are implemented.
+
+    Not supported: ``torch.func`` transforms (``grad``, ``vmap``, ...), which need a ``setup_context``
+    this Function does not have (torch raises saying so), and ``torch.jit.script`` of the layer; use
+    ``nn.BatchNorm1d/2d`` there. ``torch.jit.trace``, ``torch.compile`` and ordinary autograd work.
     """
 
     @staticmethod

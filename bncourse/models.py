@@ -213,6 +213,18 @@ class LeNet(_Network):
         self.batch_norm = batch_norm
         self.bn_position = bn_position
 
+    #: The input LeNet's layer sizes are built for: one channel of 28×28 pixels.
+    INPUT_SHAPE = (1, 28, 28)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        """The layers in order, on a batch of shape (N, 1, 28, 28); a ``ValueError`` naming the shape otherwise
+        (instead of "mat1 and mat2 shapes cannot be multiplied" from the first dense layer)."""
+        if not isinstance(input, torch.Tensor) or input.dim() != 4 or tuple(input.shape[1:]) != self.INPUT_SHAPE:
+            raise ValueError(f"LeNet expects a batch of shape (N, 1, 28, 28) (28×28 single-channel images such as "
+                             f"MNIST's), got {tuple(getattr(input, 'shape', ())) or type(input).__name__}: resize or "
+                             "crop other images (e.g. 32×32) to 28×28, and convert colour images to one channel")
+        return super().forward(input)
+
 
 #: Normalization names understood by :func:`norm_layers` and :func:`lenet_with_normalization` (and, for
 #: ``"batch"`` and ``"scratch"``, by ``bncourse.gluon.LeNet``) and what they mean.

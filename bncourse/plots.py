@@ -9,6 +9,7 @@ __all__ = [
     "SWEEP_METRIC_LABELS", "plot_sweep", "plot_normalization_axes", "plot_gamma_beta",
 ]
 
+import math
 from typing import Mapping, Sequence
 
 import matplotlib.pyplot as plt
@@ -57,12 +58,21 @@ def plot_histories(
         logy: logarithmic y axis.
     """
     _check_histories(histories)
+    if isinstance(metrics, (str, bytes)) or not isinstance(metrics, Sequence):
+        raise TypeError(f"metrics must be a list or tuple of History metric names, e.g. [{metrics!r}], "
+                        f"got {type(metrics).__name__} {metrics!r}")
     metrics = list(metrics)
     if not metrics:
         raise ValueError("metrics must name at least one History metric")
     for m in metrics:
         if m not in METRIC_LABELS:
             raise ValueError(f"unknown metric {m!r}; expected one of {list(METRIC_LABELS)}")
+    empty = [label for label, h in histories.items() if not any(h.metric(m) for m in metrics)]
+    if len(empty) == len(histories):
+        raise ValueError(f"nothing to plot: no history records {metrics} (histories {empty} hold no epoch of them; "
+                         "train with fit(...) first, with val=... for validation metrics)")
+    if ncols is not None:
+        positive_int("ncols", ncols)
     ncols = ncols or (2 if len(metrics) == 4 else len(metrics))
     nrows = -(-len(metrics) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(5 * ncols, 3.4 * nrows), squeeze=False)
@@ -86,7 +96,11 @@ def plot_histories(
 
 
 def plot_per_class_accuracy(evaluations: Mapping[str, Evaluation], class_names: Sequence[str], title: str | None = None) -> Figure:
-    """Grouped bars of per-class test accuracy, one group per class, one bar per model."""
+    """Grouped bars of per-class test accuracy, one group per class, one bar per model.
+
+    A model whose logits were not finite (NaN accuracies, see :class:`bncourse.evaluate.Evaluation`) gets no
+    bars and its legend entry says so; the y-axis is scaled to the finite accuracies.
+    """
     if not isinstance(evaluations, Mapping) or not evaluations:
         raise TypeError("evaluations must be a non-empty mapping of label -> bncourse.evaluate.Evaluation")
     for label, e in evaluations.items():
@@ -99,8 +113,11 @@ def plot_per_class_accuracy(evaluations: Mapping[str, Evaluation], class_names: 
     width = 0.8 / k
     fig, ax = plt.subplots(figsize=(10, 3.6))
     for i, (label, e) in enumerate(evaluations.items()):
-        ax.bar(idx + (i - (k - 1) / 2) * width, e.per_class_accuracy, width, label=f"{label} ({e.accuracy:.2%})")
-    lo = min(min(e.per_class_accuracy) for e in evaluations.values())
+        # a diverged model (non-finite logits: NaN accuracies) gets no bars, and says so in the legend
+        shown = f"{e.accuracy:.2%}" if e.finite and not math.isnan(e.accuracy) else "non-finite logits, no accuracy"
+        ax.bar(idx + (i - (k - 1) / 2) * width, e.per_class_accuracy, width, label=f"{label} ({shown})")
+    finite = [a for e in evaluations.values() for a in e.per_class_accuracy if not math.isnan(a)]
+    lo = min(finite) if finite else 0.0
     ax.set_ylim(max(0.0, lo - 0.05), 1.0)
     ax.set_xticks(idx, class_names, rotation=30, ha="right")
     ax.set_ylabel("test accuracy")
@@ -496,8 +513,9 @@ def plot_sweep(
 ) -> Figure:
     """One line per model of a sweep's ``metric`` against the swept value.
 
-    Runs that diverged have no finite value; they are drawn as crosses along the top edge of the panel,
-    in the colour of their line, so that *where* training broke down stays visible.
+    Runs that diverged are drawn as crosses in the colour of their line, so that *where* training broke down
+    stays visible: at their recorded value where it is finite (a diverged run's accuracy is chance level), and
+    where it is not along the top edge of a loss panel (a diverged run's loss) or at 0 on an accuracy panel.
 
     Args:
         results: label -> the points of :func:`~bncourse.experiments.sweep_learning_rates` or
@@ -522,10 +540,14 @@ def plot_sweep(
         xs = [p.value for p in points if not p.diverged]
         ys = [getattr(p, metric) for p in points if not p.diverged]
         (line,) = ax.plot(xs, ys, marker="o", ms=4, label=label)
-        bad = [p.value for p in points if p.diverged]
+        bad = [p for p in points if p.diverged]
         if bad:
             any_diverged = True
-            ax.plot(bad, [top] * len(bad), ls="none", marker="x", ms=9, mew=2, color=line.get_color())
+            # at its recorded value where it has a finite one (a diverged run's accuracy is chance level),
+            # else along the top edge for a loss and at 0 for an accuracy
+            edge = top if "loss" in metric else 0.0
+            ys_bad = [getattr(p, metric) if math.isfinite(getattr(p, metric)) else edge for p in bad]
+            ax.plot([p.value for p in bad], ys_bad, ls="none", marker="x", ms=9, mew=2, color=line.get_color())
     if any_diverged:
         ax.plot([], [], ls="none", marker="x", color="gray", label="diverged (NaN loss)")
     if logx:
@@ -614,9 +636,13 @@ def plot_gamma_beta(layers: Mapping[str, tuple[object, object]], title: str | No
     for label, pair in layers.items():
         if not isinstance(pair, tuple) or len(pair) != 2:
             raise TypeError(f"layers[{label!r}] must be a (gamma, beta) pair, got {type(pair).__name__}")
+        if any(v is None for v in pair):
+            raise TypeError(f"layers[{label!r}] must be a (gamma, beta) pair of arrays or tensors, got "
+                            f"({type(pair[0]).__name__}, {type(pair[1]).__name__}): a layer with affine=False "
+                            "(or bias=False) has no learned γ/β to plot")
         g, b = (np.asarray(v.detach().cpu() if hasattr(v, "detach") else v, dtype=float) for v in pair)
-        if g.ndim != 1 or g.shape != b.shape:
-            raise ValueError(f"layers[{label!r}]: gamma and beta must be 1-d of the same length, got shapes "
+        if g.ndim != 1 or g.shape != b.shape or g.size == 0:
+            raise ValueError(f"layers[{label!r}]: gamma and beta must be 1-d of the same length (not zero), got shapes "
                              f"{g.shape} and {b.shape}")
         values[label] = (g, b)
     channels = {g.size for g, _ in values.values()}

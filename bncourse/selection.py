@@ -14,13 +14,15 @@ from __future__ import annotations
 __all__ = ["SelectedRun", "train_select_test", "over_seeds", "seed_range", "GapRun", "generalization_gap"]
 
 from dataclasses import dataclass
-from numbers import Integral
+import math
+from numbers import Integral, Real
 from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
 
 from .checks import positive_int
+from .checks import seed as seed_check
 from .config import seed_everything
 from .data import TensorData
 from .evaluate import Evaluation, evaluate
@@ -35,8 +37,7 @@ def _fresh_model(make_model: object, make_optimizer: object, seed: object, batch
     for name, value in splits.items():
         if not isinstance(value, TensorData):
             raise TypeError(f"{name} must be a bncourse.data.TensorData, got {type(value).__name__}")
-    if isinstance(seed, bool) or not isinstance(seed, Integral):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
+    seed_check("seed", seed)
     positive_int("batch_size", batch_size)
     seed_everything(int(seed))
     return make_model()
@@ -110,11 +111,28 @@ def over_seeds(seeds: Sequence[int], **run: object) -> list[SelectedRun]:
 
 
 def seed_range(values: Iterable[float]) -> tuple[float, float]:
-    """``(min, max)`` of ``values`` -- the spread over seeds that a claim must hold across."""
-    values = [float(v) for v in values]
-    if not values:
+    """``(min, max)`` of ``values`` -- the spread over seeds that a claim must hold across.
+
+    The rule for a diverged seed: if any value is NaN (e.g. the accuracy of a model whose logits were not
+    finite, see :class:`bncourse.evaluate.Evaluation`), the range is ``(nan, nan)``, wherever the NaN sits, so
+    that no claim can hold across it (every comparison with NaN is False). ``±inf`` are ordinary extremes.
+
+    Raises:
+        TypeError: ``values`` is not an iterable of numbers (a string, ``None``, a single number).
+        ValueError: ``values`` is empty.
+    """
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise TypeError(f"values must be an iterable of numbers (one per seed), got {type(values).__name__} {values!r}")
+    items = list(values)
+    for v in items:
+        if isinstance(v, (bool, str, bytes)) or not (isinstance(v, Real) or (isinstance(v, torch.Tensor) and v.numel() == 1)):
+            raise TypeError(f"values must be numbers, got {type(v).__name__} {v!r} in {items!r}")
+    numbers = [float(v) for v in items]
+    if not numbers:
         raise ValueError("seed_range needs at least one value")
-    return min(values), max(values)
+    if any(math.isnan(v) for v in numbers):
+        return math.nan, math.nan
+    return min(numbers), max(numbers)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from .checks import device_of, flag, module, positive_int
+from .checks import available_device, callable_, device_of, flag, labels, module, positive_int
 from .config import get_device
 from .data import TensorData
 from .evaluate import Evaluation, evaluate
@@ -64,11 +64,20 @@ class History:
         """The epoch (counted from 1) with the highest validation accuracy; the first one on a tie.
 
         This is the model selection of :func:`fit` with ``restore_best=True``: it looks at the
-        validation split only, so the test set can be evaluated once, on the selected model.
+        validation split only, so the test set can be evaluated once, on the selected model. An epoch
+        whose validation accuracy is NaN (non-finite logits: the model diverged, see
+        :class:`bncourse.evaluate.Evaluation`) is never selected.
+
+        Raises:
+            ValueError: no validation accuracy was recorded, or every one is NaN.
         """
         if not self.val_accuracy:
             raise ValueError("best_epoch needs validation accuracies: train with val=<a held-out split>")
-        return max(range(len(self.val_accuracy)), key=lambda e: (self.val_accuracy[e], -e)) + 1
+        candidates = [e for e, a in enumerate(self.val_accuracy) if not math.isnan(a)]
+        if not candidates:
+            raise ValueError(f"no epoch can be selected: the validation accuracy of every one of the {self.epochs} "
+                             "epoch(s) is NaN (the model's logits were not finite: training diverged)")
+        return max(candidates, key=lambda e: (self.val_accuracy[e], -e)) + 1
 
 
 class StepOutput(NamedTuple):
@@ -134,12 +143,23 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optimizer: to
 
 
 def _one_example_batch(err: ValueError, y: torch.Tensor, seen: int) -> ValueError | None:
+    if "more than 1 value per channel" in str(err) and y.shape[0] == 1 and seen == 0:
+        return ValueError("the first training batch holds a single example: batch norm cannot normalize one value "
+                          "per channel, so a batch size of 1 cannot train a network with BatchNorm1d (or with BN "
+                          "after a 1x1 feature map). Use a batch size of at least 2")
     if "more than 1 value per channel" in str(err) and y.shape[0] == 1:
         return ValueError(f"a training batch holds a single example (after {seen} examples): batch norm cannot "
                           "normalize one value per channel. Drop the incomplete last batch "
                           "(batches(..., drop_last=True)) or choose a batch size that does not leave one "
                           "example over")
     return None
+
+
+def _check_batches(batches: object) -> None:
+    """A ``TypeError`` unless ``batches`` can be iterated (e.g. ``None`` or a tensor of one batch)."""
+    if batches is None or isinstance(batches, (str, bytes, torch.Tensor)) or not hasattr(batches, "__iter__"):
+        raise TypeError(f"batches must be an iterable of (x, y) pairs of tensors, e.g. train.batches(64, seed=0) or "
+                        f"a DataLoader, got {type(batches).__name__}")
 
 
 def _empty_batches(batches: object) -> ValueError:
@@ -206,12 +226,14 @@ def train_loop(
         progress: show a tqdm progress bar over the steps.
     """
     model = module("model", model)
+    _check_batches(batches)
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+    callable_("loss_fn", loss_fn)
     if val is not None and not isinstance(val, TensorData):
         raise TypeError(f"val must be a bncourse.data.TensorData or None, got {type(val).__name__}")
     total = loop_budget(batches, steps, epochs, before_step, after_step, val is not None, eval_every, stop_on_nonfinite)
-    device = torch.device(device) if device is not None else device_of(model)
+    device = available_device("device", device) if device is not None else device_of(model)
     losses: list[torch.Tensor] = []
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), dtype=torch.long, device=device)
@@ -223,6 +245,11 @@ def train_loop(
             before = len(losses)
             model.train()
             for x, y in batches:
+                if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+                    raise TypeError(f"batches must yield (x, y) pairs of tensors, got ({type(x).__name__}, "
+                                    f"{type(y).__name__})")
+                if y.dtype.is_floating_point and y.dim() == 1 and loss_fn is F.cross_entropy:
+                    labels(y, "the labels y of a batch")             # class indices, not floats
                 if x.device != device:
                     x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 if before_step is not None:
@@ -305,6 +332,8 @@ def run_epochs(
         evaluate_val: evaluates the validation split (None: no validation).
         snapshot, restore: with both given, model selection: the state of the epoch with the highest
             validation accuracy is taken with ``snapshot()`` and put back at the end with ``restore``.
+            An epoch whose validation accuracy is NaN (non-finite logits) is never selected; if every
+            epoch's is, nothing is restored and :meth:`History.best_epoch` says why.
     """
     positive_int("epochs", epochs)
     history = History()
@@ -324,7 +353,8 @@ def run_epochs(
             history.val_loss.append(measured.loss)
             history.val_accuracy.append(measured.accuracy)
             postfix["val_acc"] = f"{measured.accuracy:.4f}"
-            if snapshot is not None and history.best_epoch() == history.epochs:   # a new best: keep its state
+            if (snapshot is not None and not math.isnan(measured.accuracy)       # a diverged epoch is never the best
+                    and history.best_epoch() == history.epochs):                 # a new best: keep its state
                 best = snapshot()
         bar.set_postfix(postfix)
     if snapshot is not None and restore is not None and best is not None:
@@ -360,16 +390,22 @@ def fit(
         progress: show the progress bar.
         desc: label of the progress bar.
         restore_best: model selection on ``val``: at the end, load the weights and BN statistics
-            of the epoch with the highest validation accuracy (:meth:`History.best_epoch`). ``val``
-            must then be a split held out from the training data, never the test set.
+            of the epoch with the highest validation accuracy (:meth:`History.best_epoch`; an epoch
+            whose accuracy is NaN, i.e. non-finite logits, is never selected). ``val`` must then be a
+            split held out from the training data, never the test set.
     """
+    module("model", model)
+    _check_batches(batches)
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+    callable_("loss_fn", loss_fn)
     positive_int("epochs", epochs)
     if val is not None and not isinstance(val, TensorData):
         raise TypeError(f"val must be a bncourse.data.TensorData or None, got {type(val).__name__}")
     flag("restore_best", restore_best)
     if restore_best and val is None:
         raise ValueError("restore_best=True selects the epoch on the validation split: pass val=<a held-out split>")
-    device = get_device(device)
+    device = get_device(None if device is None else available_device("device", device))
     model.to(device)
     return run_epochs(
         lambda: train_epoch(model, batches, optimizer, loss_fn, device),

@@ -67,3 +67,26 @@ def test_versions_name_mxnet_only_once_it_is_imported(monkeypatch):
     assert "mxnet" not in config.versions() and config.versions().startswith("Python ")
     monkeypatch.setitem(sys.modules, "mxnet", types.SimpleNamespace(__version__="1.9.1"))
     assert config.versions().endswith(" · mxnet 1.9.1")
+
+
+@pytest.mark.parametrize("device, error, match", [
+    ("mps", ValueError, "MPS device is not available"),
+    ("xpu-nonsense", ValueError, "must name a device"),
+    (3, TypeError, "device must be None"),
+])
+def test_get_device_refuses_devices_this_machine_does_not_have(device, error, match):
+    if device == "mps" and torch.backends.mps.is_available():
+        pytest.skip("this machine has an MPS device")
+    with pytest.raises(error, match=match):
+        config.get_device(device)
+
+
+def test_a_seed_out_of_range_is_refused_before_anything_is_seeded():
+    torch.manual_seed(5)
+    before = torch.rand(1)
+    torch.manual_seed(5)
+    with pytest.raises(ValueError, match=r"seed must be an int in \[0, 18446744073709551615\], got 2\*\*70|got 1180591620717411303424"):
+        config.seed_everything(2**70)
+    assert torch.equal(torch.rand(1), before)
+    with pytest.raises(TypeError, match="seed must be an int, got str"):
+        config.seed_everything("0")

@@ -161,22 +161,47 @@ def test_killed_extraction_leaves_nothing_accepted_and_is_cleaned_up(copy_of):
     proc = _kill_mid_extraction(root)
     assert proc.returncode == -9, proc.stderr.decode()
     assert not (raw / "train-images-idx3-ubyte").exists()
-    leftovers = [p for p in raw.iterdir() if ".part-" in p.name]
+    leftovers = [p for p in raw.iterdir() if ".bncourse-tmp-" in p.name]
     assert leftovers, "the partial file should be a temporary name, never the target"
     data.verify("MNIST", root)  # a later run removes it, extracts afresh and accepts
-    assert not [p for p in raw.iterdir() if ".part-" in p.name], "stale temporary file left behind"
+    assert not [p for p in raw.iterdir() if ".bncourse-tmp-" in p.name], "stale temporary file left behind"
     assert data.torchvision_dataset("MNIST", train=True, root=root).data.shape == (60000, 28, 28)
 
 
 def test_stale_temporary_file_removed_even_when_the_target_exists(copy_of):
     root, raw = copy_of()
     data.verify("MNIST", root)
-    stale = raw / "t10k-images-idx3-ubyte.part-k1ll3d00"
+    stale = raw / ("t10k-images-idx3-ubyte.bncourse-tmp-" + "0123456789abcdef" * 2)
     stale.write_bytes(b"\0" * 1000)
     unrelated = raw / "notes.part-of-my-homework.txt"  # a user's file that only looks similar
     unrelated.write_text("mine")
     data.verify("MNIST", root)
     assert not stale.exists() and unrelated.read_text() == "mine"
+
+
+@pytest.mark.parametrize("method", ["verify", "load_tensors"])
+def test_user_files_named_like_old_temporaries_are_never_deleted(copy_of, method):
+    """Issue 25: a learner's notes or a `split` output next to an extracted file must survive; only the
+    package's own temporary names (a 32-hex-digit token) are ever removed."""
+    root, raw = copy_of()
+    data.verify("MNIST", root)
+    users = {
+        raw / "train-labels-idx1-ubyte.part-notes.txt": b"my notes",
+        raw / "train-images-idx3-ubyte.part-aa": b"split output",
+        raw / "t10k-images-idx3-ubyte.part-k1ll3d00": b"looks like an old temporary",
+        raw / "t10k-labels-idx1-ubyte.bncourse-tmp-mine.txt": b"close, but not our name",
+        raw / ("t10k-labels-idx1-ubyte.bncourse-tmp-" + "ab" * 16 + ".txt"): b"a suffix after the token",
+    }
+    for path, content in users.items():
+        path.write_bytes(content)
+    (raw / "train-images-idx3-ubyte").unlink()  # forces a fresh extraction, which cleans up
+    if method == "verify":
+        data.verify("MNIST", root)
+    else:
+        data.load_tensors("MNIST", "test", root=root)
+        data.verify("MNIST", root)
+    for path, content in users.items():
+        assert path.read_bytes() == content, f"{path.name} was deleted or changed"
 
 
 def _zero_100kb(path):
@@ -353,11 +378,11 @@ def test_a_running_extraction_is_not_disturbed_by_a_second_loader(copy_of):
     )
     first = subprocess.Popen([sys.executable, "-c", slow], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert first.stdout.readline().strip() == b"writing"
-    assert [p for p in raw.iterdir() if ".part-" in p.name], "the first extraction should be under way"
+    assert [p for p in raw.iterdir() if ".bncourse-tmp-" in p.name], "the first extraction should be under way"
     second = subprocess.run([sys.executable, "-c", _LOAD_AND_HASH, str(root)], capture_output=True)
     assert second.returncode == 0, second.stderr.decode()
     assert first.wait() == 0, first.stderr.read().decode()
-    assert not [p for p in raw.iterdir() if ".part-" in p.name]
+    assert not [p for p in raw.iterdir() if ".bncourse-tmp-" in p.name]
     data.verify("MNIST", root)
 
 

@@ -117,7 +117,16 @@ def test_sync_bn_rejects_bad_arguments():
     with pytest.raises(ValueError, match="method"):
         D.SyncBatchNorm(3, method="welford?")
     with pytest.raises(ValueError, match="momentum"):
-        D.SyncBatchNorm(3, momentum=None)
+        D.SyncBatchNorm(3, momentum="0.1")
+    with pytest.raises(ValueError, match="momentum"):
+        D.SyncBatchNorm(3, momentum=1.5)
+    with pytest.raises(ValueError, match="affine=True"):
+        D.SyncBatchNorm(3, affine=False)
+    # momentum=None is the cumulative average, as for nn.BatchNorm (issue 25: reestimate_bn sets it)
+    bn, ref = D.SyncBatchNorm(3, momentum=None), torch.nn.BatchNorm1d(3, momentum=None)
+    for x in (torch.randn(8, 3), torch.randn(8, 3) * 2 + 1):
+        bn(x), ref(x)
+    assert torch.allclose(bn.running_mean, ref.running_mean) and torch.allclose(bn.running_var, ref.running_var)
     with pytest.raises(ValueError, match=r"\(N, C, \.\.\.\)"):
         D.sync_batch_norm(torch.randn(4), torch.ones(4), torch.zeros(4))
     with pytest.raises(TypeError, match="nn.Module"):

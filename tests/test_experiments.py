@@ -283,3 +283,18 @@ def test_plot_sweep_and_normalization_axes_draw():
         plots.plot_sweep({"a": [1, 2]})
     with pytest.raises(ValueError):
         plots.plot_normalization_axes(4, 6, 4)
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: ex.sweep_learning_rates(lambda: models.lenet_with_normalization("batch"), tiny_data(32), tiny_data(16, seed=1),
+                                     rates=0.1, epochs=1, progress=False), TypeError, r"rates must be a list of numbers, e.g. \[0.1\]"),
+    (lambda: ex.sweep_learning_rates(lambda: models.lenet_with_normalization("batch"), tiny_data(32), tiny_data(16, seed=1),
+                                     rates=[0.1, float("nan")], epochs=1, progress=False), ValueError, "finite number > 0, got float nan"),
+    (lambda: ex.sweep_batch_sizes(lambda: models.lenet_with_normalization("batch"), tiny_data(32), tiny_data(16, seed=1),
+                                  batch_sizes=4, num_examples=8, lr=ex.linear_scaling(0.1), progress=False), TypeError, "batch_sizes must be a list"),
+    (lambda: ex.sweep_batch_sizes(lambda: models.lenet_with_normalization("batch"), tiny_data(32), tiny_data(16, seed=1),
+                                  batch_sizes=[4], num_examples=8, lr=ex.linear_scaling(0.1), tail="0.2", progress=False), TypeError, "tail must be a number"),
+])
+def test_sweeps_name_a_value_where_a_list_or_a_number_belongs(call, error, match):
+    with pytest.raises(error, match=match):
+        call()

@@ -555,3 +555,40 @@ def test_array_data_holdout_and_subset_are_the_twins_of_tensor_data(tiny):
             train.subset(bad)
     with pytest.raises(ValueError, match="validation must be an int between"):
         train.holdout(len(train))
+
+
+@pytest.mark.parametrize("momentum", [True, False, None, "0.9", 1.5, -0.1])
+def test_scratch_block_momentum_must_be_a_number_in_0_1(momentum):
+    """Issue 25: momentum=True was accepted as 1.0 (the moving statistics never changed), None and '0.9' failed
+    with errors from inside Python."""
+    with pytest.raises(ValueError, match=r"momentum .*must be a number in \[0, 1\], got"):
+        G.BatchNorm(3, momentum=momentum)
+    assert G.BatchNorm(3, momentum=0).momentum == 0.0 and G.BatchNorm(3, momentum=1).momentum == 1.0
+
+
+def test_scratch_block_in_float16_on_the_cpu_is_refused_up_front():
+    """Issue 25: float16 failed late, inside MXNet's tensordot (asynchronously); now a TypeError names the fix."""
+    block = G.BatchNorm(3)
+    block.initialize()
+    block.cast("float16")
+    x = np.array(_random((4, 3))).astype("float16")
+    with pytest.raises(TypeError, match="float16 on the CPU.*float32"):
+        with autograd.record():
+            block(x)
+    block.cast("float32")
+    with pytest.raises(TypeError, match="x is float16 on the CPU"):
+        block(x)
+    assert block(x.astype("float32")).dtype == onp.float32
+
+
+def test_evaluate_reports_nonfinite_logits_as_nan_accuracy():
+    """Issue 25: argmax over NaN logits is class 0, which scored as a plausible accuracy; now NaN, flagged."""
+
+    class NaNNet(nn.Block):
+        def forward(self, x):
+            return np.zeros((x.shape[0], 3)) * onp.nan
+
+    y = np.zeros(10, dtype="int32")
+    result = G.evaluate(NaNNet(), (np.ones((10, 4)), y))
+    assert onp.isnan(result.accuracy) and result.nonfinite == 10 and not result.finite
+    assert all(onp.isnan(a) for a in result.per_class_accuracy)

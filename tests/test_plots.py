@@ -79,3 +79,15 @@ def test_plot_gamma_beta_draws_one_bar_per_channel_and_layer():
     with pytest.raises(TypeError, match="non-empty mapping"):
         plots.plot_gamma_beta({})
     plt.close(fig)
+
+
+def test_plot_sweep_draws_a_diverged_run_at_its_chance_accuracy_not_at_the_top():
+    from bncourse.experiments import SweepPoint
+    points = {"BN": [SweepPoint(0.1, 0.5, 0.85, False, 1.0, 10), SweepPoint(10.0, float("inf"), 0.1, True, 1.0, 3)]}
+    fig = plots.plot_sweep(points, metric="val_accuracy")
+    crosses = [line for line in fig.axes[0].lines if line.get_marker() == "x" and len(line.get_xdata())]
+    assert [list(line.get_ydata()) for line in crosses] == [[0.1]]
+    fig = plots.plot_sweep(points, metric="train_loss")
+    crosses = [line for line in fig.axes[0].lines if line.get_marker() == "x" and len(line.get_xdata())]
+    assert crosses[0].get_ydata()[0] == pytest.approx(0.5 * 1.1)     # a diverged loss: along the top edge
+    plt.close("all")
