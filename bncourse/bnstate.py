@@ -120,9 +120,10 @@ def freeze_bn(model: nn.Module) -> nn.Module:
     layers = _bn_layers(model)
     if not layers:
         raise ValueError(f"model ({type(model).__name__}) has no batch-norm layer to freeze")
+    untracked = [bn for bn in layers if bn.running_mean is None]   # checked first: a refusal freezes nothing
+    if untracked:
+        raise ValueError(f"{untracked[0]} keeps no running statistics (track_running_stats=False): it cannot be frozen")
     for bn in layers:
-        if bn.running_mean is None:
-            raise ValueError(f"{bn} keeps no running statistics (track_running_stats=False): it cannot be frozen")
         for p in bn.parameters(recurse=False):
             p.requires_grad_(False)
         bn.train = _StayInEval(bn)  # instance attribute: wins over nn.Module.train; picklable
@@ -200,6 +201,8 @@ def to_frozen_batchnorm(model: nn.Module) -> nn.Module:
             else:
                 convert(child)
 
+    if isinstance(new, (nn.modules.batchnorm._BatchNorm, BatchNorm)):   # the model is itself one BN layer
+        return _frozen_copy(new)
     convert(new)
     return new
 

@@ -45,6 +45,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from .bnstate import is_frozen
 from .checks import TORCH_SEEDS, positive_finite, positive_int, probability
 from .checks import seed as seed_check
 
@@ -409,6 +410,10 @@ def _check_convertible(model: nn.Module, target: type, what: str, keep: Callable
 
     found = 0
     for name, m in model.named_modules():
+        if isinstance(m, (_BatchNorm, ScratchBatchNorm)) and is_frozen(m):
+            raise ValueError(f"{what} would unfreeze layer {name or '(the model itself)'!r}, frozen by bnstate.freeze_bn "
+                             "(the converted layer is a new one, in the model's mode, with trainable γ and β): convert "
+                             "first, then freeze the converted model")
         if _convertible(m):
             if m.weight is None or m.bias is None or m.running_mean is None:
                 raise ValueError(f"{what} needs affine layers with running statistics (affine=True, bias=True, "

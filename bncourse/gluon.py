@@ -34,6 +34,7 @@ __all__ = [
 
 import contextlib
 import functools
+import math
 import sys
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
@@ -697,7 +698,8 @@ def train_epoch(
     moment it was trained on.
     """
     result = train_loop(net, batches, trainer, epochs=1, loss_fn=loss_fn)
-    return EpochResult(loss=result.example_loss, accuracy=result.correct / result.examples,
+    accuracy = result.correct / result.examples if math.isfinite(result.example_loss) else math.nan   # diverged: NaN
+    return EpochResult(loss=result.example_loss, accuracy=accuracy,
                        examples=result.examples, steps=result.steps)
 
 

@@ -310,9 +310,12 @@ def train_epoch(
     """Train ``model`` for one pass over ``batches`` (:func:`train_loop`); an :class:`EpochResult`.
 
     The epoch's loss is the mean over its examples of each batch's loss at the moment it was trained on.
+    An epoch whose loss is not finite (the model diverged) has accuracy NaN, never the accuracy of an
+    argmax over NaN logits (the rule of :class:`bncourse.evaluate.Evaluation`).
     """
     result = train_loop(model, batches, optimizer, epochs=1, loss_fn=loss_fn, device=device)
-    return EpochResult(loss=result.example_loss, accuracy=result.correct / result.examples,
+    accuracy = result.correct / result.examples if math.isfinite(result.example_loss) else math.nan
+    return EpochResult(loss=result.example_loss, accuracy=accuracy,
                        examples=result.examples, steps=result.steps)
 
 

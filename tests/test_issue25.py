@@ -386,3 +386,53 @@ def test_sweep_replica_batch_names_bad_seeds(seeds):
     toy = _td(torch.randn(16, 1, 28, 28), torch.arange(16) % 10)
     with pytest.raises((TypeError, ValueError), match="seed"):
         distributed.sweep_replica_batch(toy, toy, global_batch=8, per_replica=(4,), seeds=seeds, steps=1)
+
+
+def test_train_epoch_of_a_diverged_model_reports_nan_accuracy_not_argmax_of_nan():
+    import math as _math
+    import torch
+    from torch import nn
+    from bncourse import train
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    with torch.no_grad():
+        model[1].weight.fill_(float("nan"))
+    x, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    result = train.train_epoch(model, [(x, y)], torch.optim.SGD(model.parameters(), lr=0.1))
+    assert _math.isnan(result.loss) and _math.isnan(result.accuracy)
+
+
+def test_freeze_bn_refusal_freezes_nothing():
+    import pytest as _pytest
+    from torch import nn
+    from bncourse import bnstate
+    model = nn.Sequential(nn.BatchNorm1d(3), nn.BatchNorm1d(3, track_running_stats=False))
+    with _pytest.raises(ValueError, match="track_running_stats=False"):
+        bnstate.freeze_bn(model)
+    assert not bnstate.is_frozen(model[0]) if hasattr(bnstate, "is_frozen") else "train" not in vars(model[0])
+    assert model[0].weight.requires_grad and model.train() and model[0].training
+
+
+def test_to_frozen_batchnorm_converts_a_model_that_is_one_bn_layer():
+    import torch
+    from torch import nn
+    from bncourse import bnstate
+    bn = nn.BatchNorm1d(3).eval()
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.tensor([1.0, 2.0, 3.0]))
+    frozen = bnstate.to_frozen_batchnorm(bn)
+    assert isinstance(frozen, bnstate.FrozenBatchNorm1d) and not list(frozen.parameters())
+    x = torch.randn(5, 3)
+    assert torch.allclose(frozen(x), bn(x), atol=1e-6)
+
+
+def test_converters_refuse_a_frozen_model_instead_of_unfreezing_it():
+    import pytest as _pytest
+    from bncourse import bnstate, distributed, models
+    frozen = bnstate.freeze_bn(models.LeNet(batch_norm=True))
+    for convert in (lambda m: distributed.convert_sync_batchnorm(m), lambda m: distributed.convert_ghost_batchnorm(m, 2)):
+        with _pytest.raises(ValueError, match="would unfreeze .*convert first, then freeze"):
+            convert(frozen)
+    converted = distributed.convert_ghost_batchnorm(models.LeNet(batch_norm=True), 2)
+    bnstate.freeze_bn(converted)
+    converted.train()
+    assert not any(m.training for m in models.batchnorm_layers(converted))
