@@ -71,6 +71,10 @@ def _per_channel(t: torch.Tensor, ndim: int) -> torch.Tensor:
     return t.view((1, -1) + (1,) * (ndim - 2))
 
 
+#: Input dtypes whose batch statistics are computed in float32 (a sum of 65,536 unit values overflows fp16).
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
 class BatchNormFunction(torch.autograd.Function):
     """Training-mode batch normalization with a hand-derived backward pass.
 
@@ -103,6 +107,8 @@ class BatchNormFunction(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, gamma: torch.Tensor | None, beta: torch.Tensor | None, eps: float):
         dims = _reduce_dims(x)
         m = x.numel() // x.shape[1]
+        out_dtype = x.dtype
+        x = x.float() if x.dtype in _LOW_PRECISION else x   # fp16/bf16: statistics in float32 (sums overflow fp16)
         # Two passes (mean, then the mean of squared deviations): accurate even for large offsets,
         # and on the CPU plain sums are much faster than torch.var_mean over the batch axis.
         mean = x.sum(dims, keepdim=True).div_(m)
@@ -110,21 +116,24 @@ class BatchNormFunction(torch.autograd.Function):
         var = (x_centered * x_centered).sum(dims, keepdim=True).div_(m)
         invstd = torch.rsqrt(var + eps)
         x_hat = x_centered.mul_(invstd)
-        if gamma is not None and beta is not None:
-            y = torch.addcmul(_per_channel(beta, x.dim()), x_hat, _per_channel(gamma, x.dim()))
-        elif gamma is not None:
-            y = x_hat * _per_channel(gamma, x.dim())
-        elif beta is not None:
-            y = x_hat + _per_channel(beta, x.dim())
+        g = None if gamma is None else _per_channel(gamma, x.dim()).to(x.dtype)
+        b = None if beta is None else _per_channel(beta, x.dim()).to(x.dtype)
+        if g is not None and b is not None:
+            y = torch.addcmul(b, x_hat, g)
+        elif g is not None:
+            y = x_hat * g
+        elif b is not None:
+            y = x_hat + b
         else:
             y = x_hat.clone()  # the output must not be the saved tensor, which may be modified in place
         ctx.save_for_backward(x_hat, invstd, gamma)
         ctx.dims = dims
         ctx.m = m
-        mean, var = mean.view(-1), var.view(-1)
+        ctx.dtypes = (out_dtype, None if gamma is None else gamma.dtype, None if beta is None else beta.dtype)
+        mean, var = mean.view(-1).to(out_dtype), var.view(-1).to(out_dtype)
         ctx.mark_non_differentiable(mean, var)
         ctx.set_materialize_grads(False)
-        return y, mean, var
+        return y.to(out_dtype), mean, var
 
     @staticmethod
     @once_differentiable
@@ -133,17 +142,20 @@ class BatchNormFunction(torch.autograd.Function):
         if dy is None:
             return None, None, None, None
         dims, m = ctx.dims, ctx.m
+        x_dtype, gamma_dtype, beta_dtype = ctx.dtypes
+        dy = dy.to(x_hat.dtype)                      # fp16/bf16 inputs: the sums in float32, as in forward
         need_x, need_gamma, need_beta = ctx.needs_input_grad[:3]
         dbeta = dy.sum(dims, keepdim=True) if (need_x or need_beta) else None
         dgamma = (dy * x_hat).sum(dims, keepdim=True) if (need_x or need_gamma) else None
         dx = None
         if need_x:
-            scale = invstd if gamma is None else _per_channel(gamma, dy.dim()) * invstd
+            scale = invstd if gamma is None else _per_channel(gamma, dy.dim()).to(x_hat.dtype) * invstd
             # dx = scale*dy - scale*dbeta/m - x_hat*scale*dgamma/m, as two fused multiply-adds
             dx = torch.addcmul(scale * dbeta * (-1.0 / m), x_hat, scale * dgamma * (-1.0 / m))
             dx.addcmul_(dy, scale)
-        grad_gamma = dgamma.view(-1) if need_gamma else None
-        grad_beta = dbeta.view(-1) if need_beta else None
+            dx = dx.to(x_dtype)
+        grad_gamma = dgamma.view(-1).to(gamma_dtype) if need_gamma else None
+        grad_beta = dbeta.view(-1).to(beta_dtype) if need_beta else None
         return dx, grad_gamma, grad_beta, None
 
 

@@ -436,3 +436,19 @@ def test_converters_refuse_a_frozen_model_instead_of_unfreezing_it():
     bnstate.freeze_bn(converted)
     converted.train()
     assert not any(m.training for m in models.batchnorm_layers(converted))
+
+
+@pytest.mark.parametrize("dtype, atol", [(torch.float16, 5e-3), (torch.bfloat16, 3e-2)])
+def test_scratch_bn_in_half_precision_matches_float64_on_a_large_batch(dtype, atol):
+    from bncourse import layers
+    torch.manual_seed(0)
+    for x in (torch.randn(64, 2, 32, 32), torch.randn(8, 3, 4, 4) * 50 + 300):   # 65,536 values; a large offset
+        x = x.to(dtype)
+        bn, ref = layers.BatchNorm(x.shape[1]).to(dtype), torch.nn.BatchNorm2d(x.shape[1]).double()
+        y = bn(x)
+        assert y.dtype == dtype and torch.isfinite(y).all()
+        assert (y.double() - ref(x.double())).abs().max().item() < atol * max(1.0, y.double().abs().max().item())
+        assert torch.allclose(bn.running_var.double(), ref.running_var, rtol=2e-2)
+        xg = x.clone().requires_grad_()
+        bn(xg).square().sum().backward()
+        assert xg.grad.dtype == dtype and torch.isfinite(xg.grad).all() and bn.weight.grad.dtype == dtype
