@@ -45,6 +45,7 @@ from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
 from .checks import positive_int
+from .checks import seed as seed_check
 from .data import TensorData
 from .layers import BatchNorm
 from .models import batchnorm_layers
@@ -241,6 +242,9 @@ def statistics_shift(before: Sequence[tuple[torch.Tensor, torch.Tensor]],
     for (m0, v0), (m1, v1) in zip(before, after):
         if m0.shape != m1.shape:
             raise ValueError(f"layer shapes differ: {tuple(m0.shape)} and {tuple(m1.shape)}")
+        if not (bool((v0 > 0).all()) and bool((v1 > 0).all())):
+            raise ValueError("running variances must be > 0 (a variance cannot be negative or zero), got a layer with "
+                             f"minimum {min(v0.min().item(), v1.min().item())!r}")
         rows.append({
             "mean_shift": ((m1 - m0).abs() / v0.sqrt()).mean().item(),
             "var_ratio": math.exp((v1 / v0).log().abs().mean().item()),
@@ -362,7 +366,7 @@ def class_sorted_batches(data: TensorData, batch_size: int, classes_per_batch: i
     positive_int("classes_per_batch", classes_per_batch)
     if batch_size % classes_per_batch:
         raise ValueError(f"batch_size ({batch_size}) must be a multiple of classes_per_batch ({classes_per_batch})")
-    return _ClassSortedBatches(data, batch_size // classes_per_batch, classes_per_batch, int(seed))
+    return _ClassSortedBatches(data, batch_size // classes_per_batch, classes_per_batch, seed_check("seed", seed))
 
 
 class _ClassSortedBatches:

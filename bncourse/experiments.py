@@ -237,8 +237,8 @@ def linear_scaling(base_lr: float, base_batch_size: int = 256) -> Callable[[int]
     Keeps the step size per *example* constant, so equal-example runs with different batch sizes
     travel comparably far.
     """
-    if isinstance(base_lr, bool) or not isinstance(base_lr, (int, float)) or base_lr <= 0:
-        raise ValueError(f"base_lr must be a positive number, got {base_lr!r}")
+    if isinstance(base_lr, bool) or not isinstance(base_lr, (int, float)) or not math.isfinite(base_lr) or base_lr <= 0:
+        raise ValueError(f"base_lr must be a finite positive number, got {base_lr!r}")
     positive_int("base_batch_size", base_batch_size)
     return lambda batch_size: float(base_lr) * batch_size / base_batch_size
 

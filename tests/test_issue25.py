@@ -452,3 +452,16 @@ def test_scratch_bn_in_half_precision_matches_float64_on_a_large_batch(dtype, at
         xg = x.clone().requires_grad_()
         bn(xg).square().sum().backward()
         assert xg.grad.dtype == dtype and torch.isfinite(xg.grad).all() and bn.weight.grad.dtype == dtype
+
+
+def test_small_checks_that_used_to_let_bad_values_through():
+    from bncourse import bnstate, experiments
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="base_lr must be a finite positive number"):
+            experiments.linear_scaling(bad)
+    d = data.TensorData("MNIST", "train", torch.randn(40, 1, 28, 28), torch.arange(40) % 10, tuple(map(str, range(10))), 0.0, 1.0)
+    with pytest.raises(TypeError, match="seed must be an int, got float 1.5"):
+        bnstate.class_sorted_batches(d, 4, 2, seed=1.5)
+    ok = [(torch.zeros(3), torch.ones(3))]
+    with pytest.raises(ValueError, match="running variances must be > 0"):
+        bnstate.statistics_shift(ok, [(torch.zeros(3), torch.tensor([1.0, -1.0, 1.0]))])
