@@ -504,6 +504,20 @@ def copy_torch_parameters(net: nn.Block, model: torch.nn.Module) -> nn.Block:
 # --------------------------------------------------------------------------------------------
 # Data: the committed files, as mxnet.np arrays
 # --------------------------------------------------------------------------------------------
+def _check_labels(y: np.ndarray, num_classes: int | None) -> onp.ndarray:
+    """``y`` as int64 NumPy labels if they are 1-D integers in [0, ``num_classes``), else a clear error (MXNet's
+    own loss would silently clip a label out of range, and cast a float one)."""
+    labels = y.asnumpy()
+    if labels.ndim != 1:
+        raise ValueError(f"labels must be a 1-D array of class indices, got shape {tuple(labels.shape)}")
+    if not onp.issubdtype(labels.dtype, onp.integer):
+        raise TypeError(f"labels must be integer class indices (e.g. int32), got dtype {labels.dtype}")
+    if labels.size and (labels.min() < 0 or (num_classes is not None and labels.max() >= num_classes)):
+        raise ValueError(f"labels must be class indices in [0, {num_classes if num_classes is not None else 'classes'}), "
+                         f"got values from {labels.min()} to {labels.max()}")
+    return labels.astype("int64")
+
+
 @dataclass(frozen=True)
 class ArrayData:
     """A whole split as ``mxnet.np`` arrays: ``x`` (N, 1, 28, 28) float32, normalized; ``y`` int32 labels.
@@ -518,6 +532,11 @@ class ArrayData:
     classes: tuple[str, ...]
     mean: float
     std: float
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.y, np.ndarray):
+            raise TypeError(f"y must be an mxnet.np array of labels, got {type(self.y).__name__}")
+        _check_labels(self.y, len(self.classes))
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
@@ -748,6 +767,7 @@ def evaluate(
         raise TypeError(f"net must be a gluon Block, got {type(net).__name__}")
     x, y = examples(data, ArrayData, np.ndarray, "a bncourse.gluon.ArrayData or an (x, y) pair of mxnet.np arrays")
     positive_int("batch_size", batch_size)
+    _check_labels(y, None)
     if mode not in ("eval", "batch"):
         raise ValueError(f"mode must be 'eval' or 'batch', got {mode!r}")
     loss_fn = loss_fn or _default_loss()
@@ -762,8 +782,8 @@ def evaluate(
         loss_all = np.concatenate(losses).asnumpy()
         pred = np.concatenate(predictions).asnumpy().astype("int64")
     nonfinite = int((~onp.concatenate(finite)).sum())
-    labels = y.asnumpy().astype("int64")
     num_classes = int(logits.shape[1])
+    labels = _check_labels(y, num_classes)
     hit = pred == labels
     per_class = []
     for c in range(num_classes):

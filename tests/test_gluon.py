@@ -592,3 +592,17 @@ def test_evaluate_reports_nonfinite_logits_as_nan_accuracy():
     result = G.evaluate(NaNNet(), (np.ones((10, 4)), y))
     assert onp.isnan(result.accuracy) and result.nonfinite == 10 and not result.finite
     assert all(onp.isnan(a) for a in result.per_class_accuracy)
+
+
+def test_labels_out_of_range_or_not_integers_are_refused_not_clipped():
+    from mxnet import np as mnp
+    net = G.LeNet(batch_norm=True)
+    net.initialize()
+    x = mnp.array(onp.random.RandomState(0).randn(12, 1, 28, 28).astype("float32"))
+    for y, error, match in ((onp.full(12, 13, dtype="int32"), ValueError, r"in \[0, 10\), got values from 13 to 13"),
+                            (onp.full(12, -1, dtype="int32"), ValueError, "got values from -1"),
+                            (onp.full(12, 2.7, dtype="float32"), TypeError, "integer class indices")):
+        with pytest.raises(error, match=match):
+            G.evaluate(net, (x, mnp.array(y)))
+    with pytest.raises(ValueError, match=r"in \[0, 10\), got values from 0 to 42"):
+        G.ArrayData("MNIST", "train", x, mnp.array(onp.array([0] * 11 + [42], dtype="int32")), tuple(map(str, range(10))), 0.0, 1.0)
